@@ -1,0 +1,30 @@
+# Two entry points for a fresh machine (Python 3.11, no GPU needed):
+#   make demo   installs into .venv and runs the offline demo
+#   make test   installs into .venv (with test extras) and runs ruff + the test suite
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: demo test install bench
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.installed-demo: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --disable-pip-version-check -q -e '.[demo]'
+	touch $@
+
+$(VENV)/.installed-test: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --disable-pip-version-check -q -e '.[test]'
+	touch $@
+
+install: $(VENV)/.installed-demo
+
+demo: $(VENV)/.installed-demo
+	$(BIN)/transferdepth demo
+
+# pytest exits 5 when it collects no test: that is a failure here, said plainly
+test: $(VENV)/.installed-test
+	$(BIN)/ruff check .
+	$(BIN)/pytest -q -ra; rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "pytest collected no tests" >&2; exit 1; fi; exit $$rc

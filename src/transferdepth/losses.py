@@ -1,0 +1,164 @@
+"""DenseDepth training loss: masked L1 on DepthNorm depth, masked L1 on its gradients, and SSIM.
+
+DepthNorm (internal to training only): ``dn = max_depth_cm / depth_cm`` with depth clamped to
+[MIN_DEPTH_CM, MAX_DEPTH_CM] = [10 cm, 10 m] first, so by default dn lies in [1, 100].
+
+Masking, so that holes in real depth never train the model: before anything else, every invalid
+target pixel is replaced by the detached prediction, and ``masked_pred`` (pred where valid, its
+detached copy in holes) is what the SSIM sees. In holes both images are then the same constant, so
+whatever the target holds there (0, NaN, garbage) cannot change the loss, and the prediction at a
+hole pixel receives exactly zero gradient from every term:
+
+* depth L1: mean over valid pixels only;
+* gradient L1: forward differences in x and y; a difference counts only if both of its pixels are
+  valid; each direction is averaged over its own valid differences and the two means are summed
+  (DenseDepth sums ``|dy| + |dx|`` per pixel);
+* SSIM: Gaussian window, "valid" convolution (no padding, the border of ``window // 2`` pixels that
+  scikit-image crops never exists), and ``(1 - SSIM) / 2`` is averaged over the windows whose
+  centre pixel is valid.
+
+A batch without any valid pixel gives a loss of exactly 0 that still has a grad_fn.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+MIN_DEPTH_CM = 10.0
+MAX_DEPTH_CM = 1000.0
+
+
+def depth_to_depthnorm(depth_m: Tensor, max_depth_cm: float = MAX_DEPTH_CM) -> Tensor:
+    """Metres -> DepthNorm ``max_depth_cm / clamp(depth_cm, 10, 1000)`` (same shape; 0 m maps to the max)."""
+    return max_depth_cm / torch.clamp(depth_m * 100.0, MIN_DEPTH_CM, MAX_DEPTH_CM)
+
+
+def depthnorm_to_depth(dn: Tensor, max_depth_cm: float = MAX_DEPTH_CM) -> Tensor:
+    """DepthNorm -> metres ``max_depth_cm / dn / 100``; dn is clamped to [max/1000, max/10] (default [1, 100])."""
+    dn = torch.clamp(dn, max_depth_cm / MAX_DEPTH_CM, max_depth_cm / MIN_DEPTH_CM)
+    return max_depth_cm / dn / 100.0
+
+
+def _gaussian_taps(window: int, sigma: float, dtype: torch.dtype, device: torch.device) -> Tensor:
+    """Normalised 1-D Gaussian of ``window`` taps (as scipy.ndimage builds it)."""
+    if window < 1 or window % 2 != 1:
+        raise ValueError(f"ssim window must be a positive odd number of pixels, got {window}")
+    x = torch.arange(window, dtype=dtype, device=device) - (window // 2)
+    g = torch.exp(-0.5 * (x / sigma) ** 2)
+    return g / g.sum()
+
+
+def ssim(
+    x: Tensor,
+    y: Tensor,
+    data_range: float = 100.0,
+    window: int = 11,
+    sigma: float = 1.5,
+    k1: float = 0.01,
+    k2: float = 0.03,
+    mask: Tensor | None = None,
+    reduction: str = "mean",
+) -> Tensor:
+    """Gaussian-window SSIM of (N,1,H,W) images (population covariance, Wang et al. 2004).
+
+    The map is computed with valid convolution, so it is (N,1,H-window+1,W-window+1): exactly the
+    region scikit-image averages after cropping ``(window-1)//2`` border pixels, which makes the
+    mean equal to ``structural_similarity(..., gaussian_weights=True, use_sample_covariance=False)``.
+    ``mask`` (N,1,H,W) bool/float weights each window by its centre pixel. ``reduction``: "mean"
+    (scalar, weighted mean over all windows of the batch; 0 if all weights are 0) or "none" (the map).
+    """
+    if x.shape != y.shape or x.dim() != 4 or x.shape[1] != 1:
+        raise ValueError(f"ssim expects two (N,1,H,W) tensors of equal shape, got {tuple(x.shape)} "
+                         f"and {tuple(y.shape)}")
+    if min(x.shape[-2:]) < window:
+        raise ValueError(f"ssim window {window} exceeds image size {tuple(x.shape[-2:])}")
+    if reduction not in ("mean", "none"):
+        raise ValueError(f"ssim reduction must be 'mean' or 'none', got {reduction!r}")
+    g = _gaussian_taps(window, sigma, x.dtype, x.device)
+    stack = torch.cat([x, y, x * x, y * y, x * y], dim=1)  # (N,5,H,W), filtered depthwise
+    stack = F.conv2d(stack, g.view(1, 1, 1, window).expand(5, 1, 1, window), groups=5)
+    stack = F.conv2d(stack, g.view(1, 1, window, 1).expand(5, 1, window, 1), groups=5)
+    ux, uy, uxx, uyy, uxy = stack.split(1, dim=1)
+    vx, vy, vxy = uxx - ux * ux, uyy - uy * uy, uxy - ux * uy
+    c1, c2 = (k1 * data_range) ** 2, (k2 * data_range) ** 2
+    smap = ((2 * ux * uy + c1) * (2 * vxy + c2)) / ((ux * ux + uy * uy + c1) * (vx + vy + c2))
+    if reduction == "none":
+        return smap
+    if mask is None:
+        return smap.mean()
+    return _weighted_mean(smap, _centre_weights(mask, window, smap.dtype))
+
+
+def _centre_weights(mask: Tensor, window: int, dtype: torch.dtype) -> Tensor:
+    """(N,1,H,W) mask -> weights of the valid-convolution windows (their centre pixel)."""
+    r = window // 2
+    return mask[..., r: mask.shape[-2] - r, r: mask.shape[-1] - r].to(dtype)
+
+
+def _weighted_mean(values: Tensor, weights: Tensor) -> Tensor:
+    """sum(values * weights) / sum(weights), and 0 (with grad) when the weights sum to 0."""
+    return (values * weights).sum() / weights.sum().clamp(min=1.0)
+
+
+def gradient_l1(pred: Tensor, target: Tensor, valid: Tensor) -> Tensor:
+    """Masked L1 between forward differences of (N,1,H,W) pred and target, x mean + y mean.
+
+    A difference ``a[i+1] - a[i]`` counts only if ``valid[i]`` and ``valid[i+1]``.
+    """
+    total = pred.new_zeros(())
+    for dim in (-1, -2):
+        n = pred.shape[dim]
+        dp = pred.narrow(dim, 1, n - 1) - pred.narrow(dim, 0, n - 1)
+        dt = target.narrow(dim, 1, n - 1) - target.narrow(dim, 0, n - 1)
+        pair_valid = valid.narrow(dim, 1, n - 1) & valid.narrow(dim, 0, n - 1)
+        total = total + _weighted_mean((dp - dt).abs(), pair_valid.to(pred.dtype))
+    return total
+
+
+def _as_n1hw(t: Tensor, name: str) -> Tensor:
+    if t.dim() == 3:
+        t = t.unsqueeze(1)
+    if t.dim() != 4 or t.shape[1] != 1:
+        raise ValueError(f"depth_loss: {name} must be (N,1,H,W) or (N,H,W), got {tuple(t.shape)}")
+    return t
+
+
+def depth_loss(
+    pred_depthnorm: Tensor,
+    depth_m: Tensor,
+    valid: Tensor,
+    *,
+    w_depth: float = 0.1,
+    w_grad: float = 1.0,
+    w_ssim: float = 1.0,
+    max_depth_cm: float = MAX_DEPTH_CM,
+    return_terms: bool = False,
+) -> Tensor | tuple[Tensor, dict[str, float]]:
+    """DenseDepth loss on DepthNorm: ``w_depth*L1 + w_grad*L1(gradients) + w_ssim*(1-SSIM)/2``, masked.
+
+    pred_depthnorm: (N,1,h,w) network output (DepthNorm). depth_m: target in metres and valid: bool
+    mask, both (N,1,h,w) or (N,h,w) at the prediction's resolution. Computed in float32 with autocast
+    off. Returns a scalar tensor, or ``(loss, {"depth", "grad", "ssim", "loss"} as floats)``.
+    """
+    depth_m, valid = _as_n1hw(depth_m, "depth_m"), _as_n1hw(valid, "valid")
+    if pred_depthnorm.shape != depth_m.shape or valid.shape != depth_m.shape:
+        raise ValueError(f"depth_loss: pred_depthnorm {tuple(pred_depthnorm.shape)} must match the target "
+                         f"depth_m {tuple(depth_m.shape)} and valid {tuple(valid.shape)} (resize the target "
+                         "to the prediction's resolution first)")
+    with torch.autocast(device_type=pred_depthnorm.device.type, enabled=False):
+        pred = pred_depthnorm.float()
+        valid = valid.bool()
+        # Holes: both images hold the detached prediction, so they carry no signal and no gradient.
+        target = torch.where(valid, depth_to_depthnorm(depth_m.float(), max_depth_cm), pred.detach())
+        masked_pred = torch.where(valid, pred, pred.detach())
+        l_depth = _weighted_mean((masked_pred - target).abs(), valid.float())
+        l_grad = gradient_l1(masked_pred, target, valid)
+        smap = ssim(masked_pred, target, data_range=max_depth_cm / MIN_DEPTH_CM, reduction="none")
+        l_ssim = _weighted_mean((1.0 - smap) / 2.0, _centre_weights(valid, 11, smap.dtype))
+        loss = w_depth * l_depth + w_grad * l_grad + w_ssim * l_ssim
+    if return_terms:
+        terms = {"depth": l_depth.item(), "grad": l_grad.item(), "ssim": l_ssim.item(), "loss": loss.item()}
+        return loss, terms
+    return loss

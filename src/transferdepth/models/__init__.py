@@ -1,0 +1,37 @@
+"""Encoders, the DenseDepth decoder and `build_model`, the one way to make a depth network."""
+
+from __future__ import annotations
+
+import os
+
+from transferdepth.models.decoder import DenseDepthDecoder
+from transferdepth.models.depthnet import DepthNet
+from transferdepth.models.encoders import (
+    EncoderSpec,
+    FeatureInfo,
+    available_encoders,
+    build_classifier,
+    build_encoder,
+    get_spec,
+    register,
+)
+
+__all__ = ["DenseDepthDecoder", "DepthNet", "EncoderSpec", "FeatureInfo", "available_encoders",
+           "build_classifier", "build_encoder", "build_model", "get_spec", "register"]
+
+
+def build_model(encoder: str, decoder_width: float = 0.5,
+                pretrained: bool | str | os.PathLike = True) -> DepthNet:
+    """A DenseDepth network: (N,3,H,W) normalised RGB -> (N,1,H/2,W/2) DepthNorm.
+
+    pretrained: True = ImageNet weights from the cache / hub / registry mirror (see `transferdepth.weights`),
+    a path = ImageNet weights from that file, False = random initialisation.
+    """
+    spec = get_spec(encoder)
+    state = None
+    if pretrained is not False:
+        from transferdepth.weights import load_imagenet_state
+
+        path = None if pretrained is True else pretrained
+        state, _ = load_imagenet_state(encoder, path)
+    return DepthNet(build_encoder(encoder, state), spec, decoder_width)

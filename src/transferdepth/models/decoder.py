@@ -1,0 +1,56 @@
+"""The DenseDepth decoder: 1x1 conv on the bottleneck, four up-blocks with skips, a 3x3 conv to depth."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class UpBlock(nn.Module):
+    """Bilinear upsampling to the skip's size, concat the skip, conv3x3 + LeakyReLU(0.2) twice."""
+
+    def __init__(self, in_channels: int, skip_channels: int, out_channels: int):
+        super().__init__()
+        self.convA = nn.Conv2d(in_channels + skip_channels, out_channels, 3, padding=1)
+        self.convB = nn.Conv2d(out_channels, out_channels, 3, padding=1)
+        self.act = nn.LeakyReLU(0.2)
+
+    def forward(self, x: torch.Tensor, skip: torch.Tensor | None, size: tuple[int, int]) -> torch.Tensor:
+        # `size` comes from a tensor's shape, so tracing/ONNX export keeps height and width dynamic.
+        x = F.interpolate(x, size=size, mode="bilinear", align_corners=True)
+        if skip is not None:
+            x = torch.cat([x, skip], dim=1)
+        return self.act(self.convB(self.act(self.convA(x))))
+
+
+class DenseDepthDecoder(nn.Module):
+    """Decoder over features at strides (2, 4, 8, 16, 32) -> (N,1,H/2,W/2) DepthNorm.
+
+    skip_channels: channels at strides 2, 4, 8, 16 (0 where the encoder has no feature at that stride;
+    the block then upsamples without concatenation). bottleneck: channels at stride 32.
+    width: F = int(bottleneck * width); the up-blocks output F/2, F/4, F/8, F/16 channels.
+    """
+
+    def __init__(self, skip_channels: tuple[int, int, int, int], bottleneck: int, width: float = 0.5):
+        super().__init__()
+        f = int(bottleneck * width)
+        if f < 16:
+            raise ValueError(f"decoder_width {width} gives {f} bottleneck channels; need at least 16")
+        self.conv2 = nn.Conv2d(bottleneck, f, kernel_size=1)
+        c2, c4, c8, c16 = skip_channels
+        self.up1 = UpBlock(f, c16, f // 2)
+        self.up2 = UpBlock(f // 2, c8, f // 4)
+        self.up3 = UpBlock(f // 4, c4, f // 8)
+        self.up4 = UpBlock(f // 8, c2, f // 16)
+        self.conv3 = nn.Conv2d(f // 16, 1, kernel_size=3, padding=1)
+
+    def forward(self, skips: dict[int, torch.Tensor], bottleneck: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        """skips: stride -> feature map (strides 2..16, any may be absent); size: (H, W) of the input."""
+        h, w = size
+        x = self.conv2(bottleneck)
+        for block, stride in ((self.up1, 16), (self.up2, 8), (self.up3, 4), (self.up4, 2)):
+            skip = skips.get(stride)
+            target = skip.shape[-2:] if skip is not None else (h // stride, w // stride)
+            x = block(x, skip, target)
+        return self.conv3(x)

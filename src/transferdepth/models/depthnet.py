@@ -1,0 +1,68 @@
+"""DepthNet = ImageNet encoder + DenseDepth decoder; DepthNorm in training, metres for users."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from transferdepth.losses import depthnorm_to_depth
+from transferdepth.models.decoder import DenseDepthDecoder
+from transferdepth.models.encoders import EncoderSpec
+
+PAD_MULTIPLE = 32
+
+
+class DepthNet(nn.Module):
+    """forward: (N,3,H,W) normalised RGB -> (N,1,ceil(H/2),ceil(W/2)) DepthNorm (max_depth_cm / depth_cm).
+
+    Inputs whose sides are not multiples of 32 are padded (replicate, bottom/right) and the output is
+    cropped back, so any size works.
+    """
+
+    def __init__(self, encoder: nn.Module, spec: EncoderSpec, decoder_width: float = 0.5,
+                 max_depth_cm: float = 1000.0):
+        super().__init__()
+        self.encoder = encoder
+        self.spec = spec
+        self.encoder_name = spec.name
+        self.decoder_width = decoder_width
+        self.max_depth_cm = max_depth_cm
+        by_stride = {f.stride: f.channels for f in spec.skips[:-1]}
+        self._skip_strides = [f.stride for f in spec.skips[:-1]]
+        self.decoder = DenseDepthDecoder(
+            tuple(by_stride.get(s, 0) for s in (2, 4, 8, 16)), spec.skips[-1].channels, decoder_width)
+        self.register_buffer("mean", torch.tensor(spec.mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(spec.std).view(1, 3, 1, 1), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h, w = x.shape[-2:]
+        ph, pw = (-h) % PAD_MULTIPLE, (-w) % PAD_MULTIPLE
+        if ph or pw:
+            x = F.pad(x, (0, pw, 0, ph), mode="replicate")
+        feats = self.encoder(x)
+        skips = dict(zip(self._skip_strides, feats[:-1]))
+        out = self.decoder(skips, feats[-1], x.shape[-2:])
+        if ph or pw:
+            out = out[..., : (h + 1) // 2, : (w + 1) // 2]
+        return out
+
+    def normalize(self, rgb01: torch.Tensor) -> torch.Tensor:
+        """(N,3,H,W) RGB in [0,1] -> the encoder's normalised input."""
+        return (rgb01 - self.mean) / self.std
+
+    @torch.no_grad()
+    def predict_metres(self, rgb01: torch.Tensor, flip: bool = True, min_depth: float = 0.1,
+                       max_depth: float = 10.0) -> torch.Tensor:
+        """(N,3,H,W) RGB in [0,1] -> (N,1,H,W) depth in metres at the input's resolution.
+
+        Inverts DepthNorm, averages with the mirrored image's prediction (flip=True),
+        upsamples x2 bilinearly to the input size, clamps to [min_depth, max_depth] metres.
+        """
+        x = self.normalize(rgb01)
+        depth = depthnorm_to_depth(self(x), self.max_depth_cm)
+        if flip:  # as DenseDepth: average the two predictions in metres
+            mirrored = depthnorm_to_depth(self(torch.flip(x, dims=[-1])), self.max_depth_cm)
+            depth = 0.5 * (depth + torch.flip(mirrored, dims=[-1]))
+        depth = F.interpolate(depth, size=rgb01.shape[-2:], mode="bilinear", align_corners=False)
+        return depth.clamp(min_depth, max_depth)
