@@ -1,0 +1,15 @@
+"""`transferdepth evaluate` (not yet available)."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("evaluate", help="evaluate (not yet available)")
+    p.set_defaults(func=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    print("transferdepth evaluate: not yet available in this version")
+    return 0
