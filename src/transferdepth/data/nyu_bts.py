@@ -1,0 +1,96 @@
+"""NYU Depth V2 in the BTS layout, selected by a BTS file list.
+
+Tree: `sync/<scene>/rgb_NNNNN.jpg` + `sync/<scene>/sync_depth_NNNNN.png` (train) and
+`official_splits/test/<scene>/rgb_NNNNN.jpg` + `sync_depth_NNNNN.png` (test). Depth PNGs are 16-bit
+millimetres (metres = v / 1000, 0 = hole); valid pixels: depth in (0, 10] m.
+File list: one sample per line, `rgb_rel_path depth_rel_path focal`; lines whose depth is `None` are skipped.
+Paths are taken relative to ROOT; as BTS's own lists are relative to `sync/` (train) or
+`official_splits/test/` (test), those two sub-folders are tried too. Intrinsics: fx = fy = focal,
+cx = W/2, cy = H/2 (NYU Kinect defaults when a line has no focal).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from torch.utils.data import Dataset
+
+from transferdepth.data.base import DatasetError, Sample, check_sample
+from transferdepth.data.io import (
+    NYU_MAX_DEPTH,
+    check_same_size,
+    decode_depth_raw,
+    decode_rgb,
+    intrinsics,
+    nyu_intrinsics,
+    raw_to_metres,
+)
+
+SUBFOLDERS = ("", "sync", "official_splits/test")
+
+
+class NyuBts(Dataset):
+    """Samples listed in a BTS file list under a BTS-layout NYU root."""
+
+    def __init__(self, root: str | Path, list_file: str | Path):
+        self.root = Path(root)
+        self.source = f"nyu-bts:{self.root}"
+        if not self.root.is_dir():
+            raise DatasetError(self.source, "root folder not found", path=str(self.root))
+        list_path = Path(list_file)
+        if not list_path.is_absolute() and not list_path.exists() and (self.root / list_path).exists():
+            list_path = self.root / list_path
+        self.list_path = list_path
+        self.entries = self._read_list()
+        if not self.entries:
+            raise DatasetError(self.source, "no samples: the file list has no lines with depth",
+                               path=str(list_path))
+
+    def _read_list(self) -> list[tuple[str, str, float | None]]:
+        try:
+            lines = self.list_path.read_text().splitlines()
+        except OSError as e:
+            raise DatasetError(self.source, f"cannot read file list: {e}", path=str(self.list_path)) from e
+        entries = []
+        for line_no, line in enumerate(lines, start=1):
+            parts = line.split()
+            if not parts:
+                continue
+            if len(parts) not in (2, 3):
+                raise DatasetError(self.source, f"line {line_no}: expected 'rgb_path depth_path focal', "
+                                   f"got {line!r}", path=str(self.list_path))
+            if parts[1] == "None":
+                continue
+            try:
+                focal = float(parts[2]) if len(parts) == 3 else None
+            except ValueError as e:
+                raise DatasetError(self.source, f"line {line_no}: focal must be a number, got {parts[2]!r}",
+                                   path=str(self.list_path)) from e
+            entries.append((parts[0], parts[1], focal))
+        return entries
+
+    def _resolve(self, rel: str) -> Path:
+        rel = rel.lstrip("/")
+        for sub in SUBFOLDERS:
+            p = self.root / sub / rel
+            if p.exists():
+                return p
+        return self.root / rel  # does not exist: the decoder reports it with this path
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def __getitem__(self, index: int) -> Sample:
+        if not -len(self) <= index < len(self):
+            raise IndexError(f"{self.source}: index {index} out of range for {len(self)} samples")
+        index %= len(self)
+        rgb_rel, depth_rel, focal = self.entries[index]
+        rgb_path, depth_path = self._resolve(rgb_rel), self._resolve(depth_rel)
+        rgb = decode_rgb(rgb_path, self.source, index, str(rgb_path))
+        raw = decode_depth_raw(depth_path, self.source, index, str(depth_path), bits=16)
+        check_same_size(rgb, raw, self.source, index, str(rgb_path), str(depth_path))
+        depth, valid = raw_to_metres(raw, 0.001, invalid=(0,), max_depth=NYU_MAX_DEPTH)
+        h, w = depth.shape
+        k = intrinsics(focal, focal, w / 2, h / 2) if focal is not None else nyu_intrinsics(w, h)
+        sample = {"rgb": rgb, "depth": depth, "valid": valid, "intrinsics": k, "name": rgb_rel.lstrip("/")}
+        return check_sample(sample, self.source, index)
