@@ -35,11 +35,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     from transferdepth.data.base import DatasetError
+    from transferdepth.train import TrainingDiverged
     from transferdepth.weights import WeightsUnavailable
 
     try:
         return int(args.func(args) or 0)
-    except (UserError, WeightsUnavailable, DatasetError, ValueError, FileNotFoundError, PermissionError) as e:
+    except (UserError, WeightsUnavailable, DatasetError, TrainingDiverged, ValueError, FileNotFoundError,
+            PermissionError) as e:
         print(f"transferdepth: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -138,7 +138,7 @@ def _finish(sample: dict[str, Any], mean, std) -> dict[str, Any]:
             "depth": torch.from_numpy(depth)[None], "valid": torch.from_numpy(valid)[None],
             "intrinsics": torch.full((3, 3), float("nan"), dtype=torch.float64) if k is None
             else torch.as_tensor(np.asarray(k, dtype=np.float64)),
-            "name": sample["name"]}
+            "name": sample["name"], **({"skipped": sample["skipped"]} if "skipped" in sample else {})}
 
 
 class EvalTransform:

@@ -1,0 +1,169 @@
+"""Training configuration: one dataclass, read from YAML, overridden from the command line, validated.
+
+Every field is documented here and in `transferdepth train --help` (flags are generated from the fields).
+Defaults are DenseDepth's recipe: Adam lr 1e-4, betas (0.9, 0.999), flip 0.5, channel swap, 640x480 in,
+320x240 out.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from transferdepth.data.transforms import DENSEDEPTH_SWAP_P
+
+
+class ConfigError(ValueError):
+    """A configuration key that does not exist, a value of the wrong type, or an impossible combination."""
+
+
+@dataclass
+class TrainConfig:
+    # model
+    encoder: str = field(default="densenet169", metadata={"help": "encoder name (see `weights list`) or timm:<name>"})
+    decoder_width: float = field(default=0.5, metadata={"help": "decoder channels = width * bottleneck channels"})
+    pretrained: bool = field(default=True, metadata={"help": "start from ImageNet weights"})
+    encoder_weights: str | None = field(default=None, metadata={"help": "ImageNet checkpoint file to use"})
+    batchnorm: str = field(default="train", metadata={
+        "help": "train: update BN statistics (SyncBatchNorm under DDP on CUDA); frozen: keep ImageNet statistics"})
+    # data
+    train_data: str = field(default="procedural:n=2000&seed=0&height=480&width=640",
+                            metadata={"help": "dataset spec of the training set"})
+    train_split: str | None = field(default=None, metadata={"help": "split of train_data (e.g. train)"})
+    val_data: str | None = field(default=None, metadata={"help": "dataset spec for periodic validation"})
+    val_split: str | None = field(default=None, metadata={"help": "split of val_data (e.g. test)"})
+    height: int = field(default=480, metadata={"help": "input height (samples are resized/cropped to it)"})
+    width: int = field(default=640, metadata={"help": "input width"})
+    flip_p: float = field(default=0.5, metadata={"help": "horizontal flip probability"})
+    swap_p: float = field(default=DENSEDEPTH_SWAP_P, metadata={"help": "rate of colour channel swaps"})
+    skip_bad: bool = field(default=False, metadata={"help": "skip unreadable samples (counted, reported)"})
+    num_workers: int = field(default=2, metadata={"help": "DataLoader worker processes per training process"})
+    # optimisation
+    batch_size: int = field(default=4, metadata={"help": "images per step per process"})
+    epochs: int = field(default=20, metadata={"help": "epochs (ignored when max_steps is set)"})
+    max_steps: int | None = field(default=None, metadata={"help": "stop after this many optimizer steps"})
+    lr: float = field(default=1e-4, metadata={"help": "Adam learning rate"})
+    beta1: float = field(default=0.9, metadata={"help": "Adam beta1"})
+    beta2: float = field(default=0.999, metadata={"help": "Adam beta2"})
+    weight_decay: float = field(default=0.0, metadata={"help": "Adam weight decay"})
+    w_depth: float = field(default=0.1, metadata={"help": "weight of the L1 depth term"})
+    w_grad: float = field(default=1.0, metadata={"help": "weight of the L1 gradient term"})
+    w_ssim: float = field(default=1.0, metadata={"help": "weight of the (1 - SSIM)/2 term"})
+    grad_clip: float | None = field(default=None, metadata={"help": "clip the gradient norm to this value"})
+    nan_patience: int = field(default=10, metadata={"help": "stop after this many non-finite steps in a row"})
+    amp: str = field(default="auto", metadata={
+        "help": "mixed precision on CUDA: auto (bf16 where supported, else fp16), bf16, fp16, off"})
+    channels_last: bool = field(default=False, metadata={"help": "channels_last memory format (CUDA)"})
+    device: str = field(default="auto", metadata={"help": "auto, cpu, cuda, cuda:N"})
+    seed: int = field(default=0, metadata={"help": "seed of initialisation, data order and augmentation"})
+    # logging and checkpoints
+    log_every: int = field(default=10, metadata={"help": "steps between logged losses"})
+    val_every: int = field(default=0, metadata={"help": "steps between validations (0: end of each epoch)"})
+    val_max_images: int = field(default=64, metadata={"help": "validation images per validation"})
+    ckpt_every: int = field(default=500, metadata={"help": "steps between checkpoints (always at the end)"})
+    tensorboard: bool = field(default=True, metadata={"help": "write TensorBoard scalars and image grids"})
+    progress: bool = field(default=True, metadata={"help": "show a tqdm progress bar"})
+
+    def __post_init__(self) -> None:
+        check = [
+            (self.decoder_width > 0, "decoder_width must be > 0"),
+            (self.batchnorm in ("train", "frozen"), "batchnorm must be 'train' or 'frozen'"),
+            (self.height >= 32 and self.width >= 32, "height and width must be >= 32 pixels"),
+            (self.batch_size >= 1, "batch_size must be >= 1"),
+            (self.epochs >= 1, "epochs must be >= 1"),
+            (self.max_steps is None or self.max_steps >= 1, "max_steps must be >= 1"),
+            (self.lr > 0, "lr must be > 0"),
+            (0 <= self.flip_p <= 1 and 0 <= self.swap_p <= 1, "flip_p and swap_p must be in [0, 1]"),
+            (self.amp in ("auto", "bf16", "fp16", "off"), "amp must be auto, bf16, fp16 or off"),
+            (self.nan_patience >= 1, "nan_patience must be >= 1"),
+            (self.num_workers >= 0, "num_workers must be >= 0"),
+            (self.log_every >= 1 and self.ckpt_every >= 1 and self.val_every >= 0,
+             "log_every and ckpt_every must be >= 1, val_every >= 0"),
+            (self.grad_clip is None or self.grad_clip > 0, "grad_clip must be > 0"),
+        ]
+        for ok, message in check:
+            if not ok:
+                raise ConfigError(message)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
+_HINTS = typing.get_type_hints(TrainConfig)
+ARCHITECTURE_KEYS = ("encoder", "decoder_width")
+
+
+def _base_type(name: str) -> tuple[type, bool]:
+    """(the scalar type of field `name`, whether None is allowed)."""
+    hint = _HINTS[name]
+    args = typing.get_args(hint)
+    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
+        return next(a for a in args if a is not type(None)), type(None) in args
+    return hint, False
+
+
+def coerce(name: str, value: Any, source: str = "config") -> Any:
+    """`value` as the type of field `name`; strings from the command line are parsed."""
+    if name not in FIELDS:
+        close = difflib.get_close_matches(name, FIELDS, n=1)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        raise ConfigError(f"{source}: unknown key '{name}'{hint}; valid keys: {', '.join(FIELDS)}")
+    typ, optional = _base_type(name)
+    if value is None or (isinstance(value, str) and value.lower() in ("none", "null") and optional):
+        if optional:
+            return None
+        raise ConfigError(f"{source}: '{name}' must be a {typ.__name__}, got null")
+    if isinstance(value, str) and typ is not str:
+        text = value.strip()
+        if typ is bool:
+            if text.lower() in ("1", "true", "yes", "on"):
+                return True
+            if text.lower() in ("0", "false", "no", "off"):
+                return False
+        else:
+            try:
+                return typ(float(text)) if typ is int and float(text).is_integer() else typ(text)
+            except ValueError:
+                pass
+        raise ConfigError(f"{source}: '{name}' must be a {typ.__name__}, got '{value}'")
+    ok = isinstance(value, typ) and not (typ in (int, float) and isinstance(value, bool))
+    if typ is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if not ok:
+        raise ConfigError(f"{source}: '{name}' must be a {typ.__name__}, got {type(value).__name__} {value!r}")
+    return value
+
+
+def load_config(path: str | os.PathLike | None = None, overrides: dict[str, Any] | None = None) -> TrainConfig:
+    """Defaults, then the YAML file at `path`, then `overrides` (e.g. from the command line)."""
+    values: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except FileNotFoundError:
+            raise ConfigError(f"config file {path} does not exist") from None
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{path}: not valid YAML ({e})") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: expected a mapping of keys to values, got {type(data).__name__}")
+        values.update({k: coerce(k, v, str(path)) for k, v in data.items()})
+    for k, v in (overrides or {}).items():
+        values[k] = coerce(k, v, "command line")
+    return TrainConfig(**values)
+
+
+def save_config(cfg: TrainConfig, path: str | os.PathLike) -> None:
+    from transferdepth.utils import atomic_write
+
+    with atomic_write(path) as tmp:
+        tmp.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))

@@ -1,0 +1,158 @@
+"""The training loop: exact resume, DDP equivalence, the NaN guard, and refusals before training."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from transferdepth import cli
+from transferdepth.config import ConfigError, load_config
+from transferdepth.train import TrainingDiverged, train
+
+DATA = "procedural:n=24&seed=0&height=64&width=64"
+
+
+def _cfg(**kw):
+    base = dict(encoder="mobilenetv2", pretrained=False, train_data=DATA, height=64, width=64, batch_size=4,
+                max_steps=6, num_workers=0, log_every=1, ckpt_every=100, tensorboard=False, progress=False,
+                seed=3)
+    return load_config(overrides=base | kw)
+
+
+def _weights(run):
+    return load_file(run / "checkpoint" / "model.safetensors")
+
+
+def _assert_same(a, b, atol=0.0):
+    assert a.keys() == b.keys()
+    for k in a:
+        if atol == 0.0:
+            assert torch.equal(a[k], b[k]), k
+        else:
+            torch.testing.assert_close(a[k], b[k], atol=atol, rtol=0, msg=k)
+
+
+def test_resume_continues_exactly(tmp_path):
+    """8 steps in one go == 4 steps, stop, resume to 8 (crossing an epoch boundary: 24 samples / 4 = 6 steps)."""
+    full = train(_cfg(max_steps=8), tmp_path / "full")
+    assert full.steps == 8
+    half = train(_cfg(max_steps=4), tmp_path / "split")
+    assert half.steps == 4
+    assert not torch.equal(_weights(tmp_path / "full")["decoder.conv3.weight"],
+                           _weights(tmp_path / "split")["decoder.conv3.weight"])
+    resumed = train(_cfg(max_steps=8), tmp_path / "split", resume=True)
+    assert resumed.steps == 8
+    _assert_same(_weights(tmp_path / "full"), _weights(tmp_path / "split"))
+    full_hist = [json.loads(line) for line in (tmp_path / "full" / "history.jsonl").read_text().splitlines()]
+    split_hist = [json.loads(line) for line in (tmp_path / "split" / "history.jsonl").read_text().splitlines()]
+    assert [r["loss"] for r in full_hist] == [r["loss"] for r in split_hist]
+
+
+def test_run_folder_contents(tmp_path):
+    train(_cfg(max_steps=2, tensorboard=True, val_data="procedural:n=4&seed=9&height=64&width=64"), tmp_path / "r")
+    run = json.loads((tmp_path / "r" / "run.json").read_text())
+    assert run["seed"] == 3 and run["config"]["encoder"] == "mobilenetv2" and run["torch"] == torch.__version__
+    assert {"git_commit", "world_size", "device"} <= run.keys()
+    assert sorted(p.name for p in (tmp_path / "r" / "checkpoint").iterdir()) == \
+        ["config.json", "model.safetensors", "train_state.pt"]
+    metrics = json.loads((tmp_path / "r" / "metrics.json").read_text())
+    assert 0 <= metrics["d1"] <= 1 and "protocol" in metrics
+    assert list((tmp_path / "r" / "tb").glob("events.out.tfevents.*"))
+
+
+class _Poisoned(torch.utils.data.Dataset):
+    """Transformed-style samples; index 5 carries a NaN pixel."""
+
+    def __init__(self, n=16, bad=(5,)):
+        g = torch.Generator().manual_seed(0)
+        self.items = [{"image": torch.randn(3, 64, 64, generator=g), "depth": 1 + torch.rand(1, 32, 32, generator=g),
+                       "valid": torch.ones(1, 32, 32, dtype=torch.bool), "name": str(i)} for i in range(n)]
+        for i in bad:
+            self.items[i]["image"][0, 0, 0] = float("nan")
+
+    def __len__(self):
+        return len(self.items)
+
+    def __getitem__(self, i):
+        return self.items[i]
+
+
+def test_nan_batch_is_skipped_and_counted(tmp_path):
+    result = train(_cfg(max_steps=4), tmp_path / "nan", train_dataset=_Poisoned())
+    assert result.steps == 4 and result.skipped_steps == 1
+    hist = [json.loads(line) for line in (tmp_path / "nan" / "history.jsonl").read_text().splitlines()]
+    assert hist[-1]["skipped_steps"] == 1
+    assert all(torch.isfinite(v).all() for v in _weights(tmp_path / "nan").values())
+
+
+def test_nan_streak_stops_with_a_clear_message(tmp_path):
+    with pytest.raises(TrainingDiverged, match="3 steps in a row"):
+        train(_cfg(max_steps=4, nan_patience=3), tmp_path / "div", train_dataset=_Poisoned(bad=range(16)))
+
+
+def test_bad_config_is_refused_before_training(tmp_path, capsys):
+    with pytest.raises(ConfigError, match="did you mean 'batch_size'"):
+        load_config(overrides={"batchsize": 4})
+    with pytest.raises(ConfigError, match="'lr' must be a float"):
+        load_config(overrides={"lr": "fast"})
+    cfg_file = tmp_path / "c.yaml"
+    cfg_file.write_text("encoder: mobilenetv2\nepochs: many\n")
+    assert cli.main(["train", "--config", str(cfg_file), "--out", str(tmp_path / "o")]) == 2
+    assert "'epochs' must be a int" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
+def test_existing_run_needs_resume_or_overwrite(tmp_path):
+    train(_cfg(max_steps=1), tmp_path / "r")
+    with pytest.raises(ConfigError, match="--resume.*--overwrite"):
+        train(_cfg(max_steps=1), tmp_path / "r")
+    with pytest.raises(ConfigError, match="encoder='mobilenetv2'.*encoder='resnet50'"):
+        train(_cfg(max_steps=2, encoder="resnet50"), tmp_path / "r", resume=True)
+    with pytest.raises(ConfigError, match="no checkpoint"):
+        train(_cfg(max_steps=1), tmp_path / "empty", resume=True)
+    assert train(_cfg(max_steps=1), tmp_path / "r", overwrite=True).steps == 1
+
+
+def test_cli_train_and_resume(tmp_path, capsys):
+    args = ["train", "--out", str(tmp_path / "c"), "--encoder", "mobilenetv2", "--pretrained", "false",
+            "--train-data", DATA, "--height", "64", "--width", "64", "--batch-size", "4", "--num-workers", "0",
+            "--tensorboard", "false", "--progress", "false"]
+    assert cli.main(args + ["--max-steps", "2"]) == 0
+    assert cli.main(["train", "--out", str(tmp_path / "c"), "--resume", "--max-steps", "3"]) == 0
+    assert "trained 3 steps" in capsys.readouterr().out
+
+
+DDP_SCRIPT = r"""
+import sys
+from transferdepth.config import load_config
+from transferdepth.train import train
+cfg = load_config(overrides=dict(encoder="mobilenetv2", pretrained=False, train_data=sys.argv[2], height=64,
+                                 width=64, batch_size=int(sys.argv[3]), max_steps=3, num_workers=0,
+                                 tensorboard=False, progress=False, seed=3, batchnorm="frozen", flip_p=0.0))
+train(cfg, sys.argv[1])
+"""
+
+
+def test_two_processes_equal_one_process_with_double_batch(tmp_path):
+    """2 gloo processes x batch 2 == 1 process x batch 4, after 3 steps (tolerance 1e-5).
+
+    BatchNorm statistics are per process under DDP on CPU (SyncBatchNorm needs CUDA), so both runs use
+    batchnorm=frozen; the procedural target has no holes, so per-process means average to the global mean.
+    """
+    script = tmp_path / "ddp_train.py"
+    script.write_text(DDP_SCRIPT)
+    data = "procedural:n=16&seed=0&height=64&width=64"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    subprocess.run([sys.executable, str(script), str(tmp_path / "one"), data, "4"], check=True, env=env)
+    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
+                    str(script), str(tmp_path / "two"), data, "2"], check=True, env=env,
+                   capture_output=True)
+    one, two = _weights(tmp_path / "one"), _weights(tmp_path / "two")
+    _assert_same(one, two, atol=1e-5)
+    assert json.loads((tmp_path / "two" / "run.json").read_text())["world_size"] == 2
