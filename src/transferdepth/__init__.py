@@ -1,3 +1,18 @@
 """transferdepth: monocular depth estimation by transfer learning (DenseDepth with many encoders)."""
 
+from __future__ import annotations
+
+from typing import Any
+
 __version__ = "0.1.0"
+__all__ = ["DepthEstimator", "__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    # `from transferdepth import DepthEstimator` imports torch on first use only: `import transferdepth`
+    # (and `transferdepth --version`) stay light.
+    if name == "DepthEstimator":
+        from transferdepth.api import DepthEstimator
+
+        return DepthEstimator
+    raise AttributeError(f"module 'transferdepth' has no attribute {name!r}")

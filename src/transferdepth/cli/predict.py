@@ -1,15 +1,122 @@
-"""`transferdepth predict` (not yet available)."""
+"""`transferdepth predict PATH... --checkpoint CKPT --out DIR`: depth maps for image files.
+
+Exit status: 0 all inputs done, 1 some inputs failed (listed at the end), 2 usage or checkpoint errors.
+"""
 
 from __future__ import annotations
 
 import argparse
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+from transferdepth.cli import UserError
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("predict", help="predict (not yet available)")
+    p = sub.add_parser("predict", help="predict depth (metres) for images: 16-bit PNG mm, .npy, colour, PLY",
+                       description=__doc__.splitlines()[0])
+    p.add_argument("paths", nargs="+", metavar="PATH", help="image files, folders of images, or globs")
+    p.add_argument("--checkpoint", required=True, help="checkpoint directory (model.safetensors + config.json)")
+    p.add_argument("--out", required=True, help="output folder (created)")
+    p.add_argument("--format", action="append", default=None, dest="formats", metavar="FMT",
+                   help="png16 (millimetres, uint16), npy (float32 metres), color, ply; repeat or comma-separate "
+                        "(default: png16)")
+    p.add_argument("--recursive", action="store_true", help="also images in sub-folders (and ** in globs)")
+    p.add_argument("--batch-size", type=int, default=4, help="images of the same size per forward pass")
+    p.add_argument("--flip", action=argparse.BooleanOptionalAction, default=True,
+                   help="average with the mirrored image's prediction (default: on)")
+    p.add_argument("--cmap", default="plasma", help="matplotlib colormap for --format color")
+    p.add_argument("--range", default=None, metavar="MIN,MAX", help="fixed colour range in metres "
+                   "(default: each image's own min..max)")
+    p.add_argument("--colorbar", action="store_true", help="add a colour bar (metres) to colour images")
+    p.add_argument("--intrinsics", default=None, metavar="FX,FY,CX,CY",
+                   help="pixels, at the input image's resolution, for PLY (default: NYU Kinect, scaled)")
+    p.add_argument("--stride", type=int, default=1, help="PLY: every N-th pixel in x and y")
+    p.add_argument("--ply-ascii", action="store_true", help="ASCII PLY (default: binary little-endian)")
+    p.add_argument("--max-pixels", type=int, default=None,
+                   help="refuse larger images (default: 40,000,000)")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda if available)")
     p.set_defaults(func=_run)
 
 
+def _floats(text: str, n: int, option: str) -> tuple[float, ...]:
+    try:
+        values = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        values = ()
+    if len(values) != n:
+        raise UserError(f"{option} expects {n} comma-separated numbers, got '{text}'")
+    return values
+
+
+def parse_options(args: argparse.Namespace):
+    """Check the output options up front (exit 2 before any work)."""
+    from transferdepth.predict import FORMATS, OutputOptions
+
+    formats = [f.strip().lower() for spec in (args.formats or ["png16"]) for f in spec.split(",") if f.strip()]
+    bad = [f for f in formats if f not in FORMATS]
+    if bad or not formats:
+        raise UserError(f"--format: unknown format {bad[0] if bad else '(none)'}; choose from {', '.join(FORMATS)}")
+    import matplotlib
+
+    if args.cmap not in matplotlib.colormaps:
+        raise UserError(f"--cmap: unknown matplotlib colormap '{args.cmap}' (e.g. plasma, viridis, magma, turbo)")
+    range_m = None
+    if args.range is not None:
+        range_m = _floats(args.range, 2, "--range")
+        if not 0 <= range_m[0] < range_m[1]:
+            raise UserError(f"--range: need 0 <= MIN < MAX metres, got {args.range}")
+    intrinsics = None
+    if args.intrinsics is not None:
+        intrinsics = _floats(args.intrinsics, 4, "--intrinsics")
+        if intrinsics[0] <= 0 or intrinsics[1] <= 0:
+            raise UserError(f"--intrinsics: fx and fy must be positive, got {args.intrinsics}")
+    for option, value in (("--stride", args.stride), ("--batch-size", args.batch_size)):
+        if value < 1:
+            raise UserError(f"{option} must be at least 1, got {value}")
+    if args.max_pixels is not None and args.max_pixels < 1:
+        raise UserError(f"--max-pixels must be positive, got {args.max_pixels}")
+    return OutputOptions(tuple(dict.fromkeys(formats)), args.cmap, range_m, args.colorbar, intrinsics,
+                         args.stride, args.ply_ascii)
+
+
+def check_writable(out: Path) -> None:
+    """Create the output folder and prove a file can be written there (exit 2 otherwise)."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=out, prefix=".write-test-"):
+            pass
+    except OSError as e:
+        reason = "exists and is not a folder" if isinstance(e, FileExistsError) else (e.strerror or str(e))
+        raise UserError(f"output folder {out}: cannot write there ({reason})") from None
+
+
 def _run(args: argparse.Namespace) -> int:
-    print("transferdepth predict: not yet available in this version")
-    return 0
+    opts = parse_options(args)
+    out = Path(args.out)
+    check_writable(out)
+
+    from tqdm import tqdm
+
+    from transferdepth.api import DEFAULT_MAX_PIXELS, DepthEstimator
+    from transferdepth.predict import find_inputs, predict_files, print_summary
+
+    est = DepthEstimator.from_pretrained(args.checkpoint, device=args.device, flip=args.flip,
+                                         max_pixels=args.max_pixels or DEFAULT_MAX_PIXELS)
+    files, failures = find_inputs(args.paths, args.recursive)
+    for f in failures:
+        print(f"transferdepth: error: {f}", file=sys.stderr)
+    total = len(files) + len(failures)
+    with tqdm(total=len(files), unit="img", desc="predict", disable=None, file=sys.stderr) as bar:
+        def on_done(path: Path, failure) -> None:
+            if failure is not None:
+                bar.write(f"transferdepth: error: {failure}", file=sys.stderr)
+            bar.update(1)
+
+        failures += predict_files(est, files, out, opts, args.batch_size, on_done)
+    done = total - len(failures)
+    print(f"{done} of {total} inputs done, outputs in {os.fspath(out)}")
+    print_summary(failures, total)
+    return 1 if failures else 0

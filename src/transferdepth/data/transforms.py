@@ -44,7 +44,7 @@ DENSEDEPTH_SWAP_P = 5 / 14
 
 def to_image_tensor(rgb: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
     """uint8 HxWx3 -> float32 (3, H, W): (rgb / 255 - mean) / std per channel."""
-    x = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1).float().div_(255.0)
+    x = torch.from_numpy(np.require(rgb, np.uint8, ["C", "W"])).permute(2, 0, 1).float().div_(255.0)
     m = torch.tensor(mean, dtype=torch.float32).view(3, 1, 1)
     s = torch.tensor(std, dtype=torch.float32).view(3, 1, 1)
     return (x - m) / s

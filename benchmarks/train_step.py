@@ -1,0 +1,110 @@
+"""Training-step throughput per encoder: images/s and achieved GFLOP/s, CPU (and CUDA: fp32 vs AMP).
+
+    python benchmarks/train_step.py [--encoders a,b] [--sizes 480x640,240x320] [--batch 4] [--repeats 5]
+                                    [--devices cpu,cuda]
+
+A step = forward + DenseDepth loss + backward + Adam update, batch `--batch`, random data with valid depth.
+Step FLOPs are counted once with torch.utils.flop_counter (forward + backward). The machine's matmul peak
+(a large fp32 / bf16 matmul, median of 5) is printed for scale. Each figure is the median of --repeats
+timed steps after 2 warm-up steps.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import statistics
+import time
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from transferdepth.losses import depth_loss
+from transferdepth.models import available_encoders, build_model
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def matmul_peak_gflops(device: torch.device, dtype: torch.dtype, n: int) -> float:
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    a @ b
+    times = []
+    for _ in range(5):
+        sync(device)
+        t = time.perf_counter()
+        a @ b
+        sync(device)
+        times.append(time.perf_counter() - t)
+    return 2 * n**3 / statistics.median(times) / 1e9
+
+
+def step_fn(model, opt, x, depth, valid, amp):
+    with torch.autocast(x.device.type, dtype=amp, enabled=amp is not None):
+        pred = model(x)
+    loss = depth_loss(pred, depth, valid)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+
+
+def measure(name: str, h: int, w: int, batch: int, device: torch.device, amp, repeats: int) -> tuple[float, float]:
+    torch.manual_seed(0)
+    model = build_model(name, pretrained=False).to(device).train()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-4)
+    x = torch.randn(batch, 3, h, w, device=device)
+    depth = 0.5 + 9 * torch.rand(batch, 1, (h + 1) // 2, (w + 1) // 2, device=device)
+    valid = torch.ones_like(depth, dtype=torch.bool)
+    counter = FlopCounterMode(display=False)
+    with counter:
+        step_fn(model, opt, x, depth, valid, amp)
+    flops = counter.get_total_flops()
+    step_fn(model, opt, x, depth, valid, amp)
+    times = []
+    for _ in range(repeats):
+        sync(device)
+        t = time.perf_counter()
+        step_fn(model, opt, x, depth, valid, amp)
+        sync(device)
+        times.append(time.perf_counter() - t)
+    t = statistics.median(times)
+    return batch / t, flops / t / 1e9
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--encoders", default=",".join(available_encoders()))
+    ap.add_argument("--sizes", default="480x640,240x320")
+    ap.add_argument("--batch", type=int, default=4)
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--devices", default="cpu,cuda" if torch.cuda.is_available() else "cpu")
+    args = ap.parse_args()
+    print(f"torch {torch.__version__}, {platform.machine()}, {torch.get_num_threads()} CPU threads, "
+          f"batch {args.batch}, median of {args.repeats} steps after 2 warm-ups")
+    for dev in args.devices.split(","):
+        device = torch.device(dev)
+        modes: list[tuple[str, torch.dtype | None]] = [("fp32", None)]
+        if device.type == "cuda":
+            name = torch.cuda.get_device_name(device)
+            torch.backends.cudnn.benchmark = True
+            modes.append(("amp-bf16", torch.bfloat16))
+            print(f"\n{dev} ({name}): matmul peak fp32 {matmul_peak_gflops(device, torch.float32, 8192):.0f} "
+                  f"GFLOP/s (TF32 {'on' if torch.backends.cuda.matmul.allow_tf32 else 'off'}), bf16 "
+                  f"{matmul_peak_gflops(device, torch.bfloat16, 8192):.0f} GFLOP/s")
+        else:
+            print(f"\ncpu: matmul peak fp32 {matmul_peak_gflops(device, torch.float32, 2048):.0f} GFLOP/s")
+        print("\n| device | precision | encoder | input | images/s | GFLOP/s |")
+        print("|---|---|---|---|---|---|")
+        for mode, amp in modes:
+            for name in args.encoders.split(","):
+                for size in args.sizes.split(","):
+                    h, w = (int(v) for v in size.split("x"))
+                    ips, gf = measure(name, h, w, args.batch, device, amp, args.repeats)
+                    print(f"| {dev} | {mode} | {name} | {h}x{w} | {ips:.2f} | {gf:.0f} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()

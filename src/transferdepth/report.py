@@ -1,0 +1,170 @@
+"""Figures and pages: loss curves, prediction grids, colourised depth, a point-cloud view, HTML tables.
+
+All figures are written atomically as PNG (matplotlib, Agg backend); depth colour scales are in metres.
+"""
+
+from __future__ import annotations
+
+import html
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from transferdepth.utils import atomic_write  # noqa: E402
+
+CMAP = "plasma"
+
+
+def _save(fig: plt.Figure, path: str | os.PathLike) -> Path:
+    path = Path(path)
+    with atomic_write(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def plot_loss_curves(histories: dict[str, list[dict[str, Any]]], path: str | os.PathLike,
+                     title: str = "Training loss") -> Path:
+    """One line per run: total loss against step (history.jsonl records), plus a smoothed trend."""
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for label, recs in histories.items():
+        if not recs:
+            continue
+        steps = np.array([r["step"] for r in recs])
+        loss = np.array([r["loss"] for r in recs])
+        line, = ax.plot(steps, loss, alpha=0.35, linewidth=1)
+        k = max(1, len(loss) // 20)
+        smooth = np.convolve(loss, np.ones(k) / k, mode="valid")
+        ax.plot(steps[k - 1:], smooth, color=line.get_color(), linewidth=2, label=label)
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss (0.1 L1 + L1 grad + (1-SSIM)/2, DepthNorm)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    return _save(fig, path)
+
+
+def plot_prediction_grid(rgbs: Sequence[np.ndarray], gts: Sequence[np.ndarray],
+                         preds: dict[str, Sequence[np.ndarray]], path: str | os.PathLike,
+                         valids: Sequence[np.ndarray] | None = None, vmax: float | None = None) -> Path:
+    """Rows = images; columns = RGB, ground truth, then each model's prediction (metres, shared scale)."""
+    n, cols = len(rgbs), 2 + len(preds)
+    if vmax is None:
+        vals = np.concatenate([g[g > 0].ravel() for g in gts]) if gts else np.array([10.0])
+        vmax = float(np.percentile(vals, 99)) if vals.size else 10.0
+    fig, axes = plt.subplots(n, cols, figsize=(2.6 * cols, 2.1 * n + 0.4), squeeze=False)
+    titles = ["RGB", "ground truth", *preds.keys()]
+    for i in range(n):
+        gt = np.where(valids[i], gts[i], np.nan) if valids is not None else gts[i]
+        row = [rgbs[i], gt, *(p[i] for p in preds.values())]
+        for j, img in enumerate(row):
+            ax = axes[i, j]
+            if j == 0:
+                ax.imshow(img)
+            else:
+                im = ax.imshow(img, cmap=CMAP, vmin=0, vmax=vmax)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if i == 0:
+                ax.set_title(titles[j], fontsize=9)
+    fig.colorbar(im, ax=axes.ravel().tolist(), shrink=0.6, label="depth (m)")
+    return _save(fig, path)
+
+
+def colorize(depth_m: np.ndarray, vmin: float = 0.0, vmax: float | None = None, cmap: str = CMAP) -> np.ndarray:
+    """HxW metres -> HxWx3 uint8 colours (NaN and non-positive depths black)."""
+    ok = np.isfinite(depth_m) & (depth_m > 0)
+    if vmax is None:
+        vmax = float(np.percentile(depth_m[ok], 99)) if ok.any() else 1.0
+    norm = np.clip((np.nan_to_num(depth_m) - vmin) / max(vmax - vmin, 1e-6), 0, 1)
+    rgb = (matplotlib.colormaps[cmap](norm)[..., :3] * 255).astype(np.uint8)
+    rgb[~ok] = 0
+    return rgb
+
+
+def render_point_cloud(depth_m: np.ndarray, rgb: np.ndarray, intrinsics: np.ndarray, path: str | os.PathLike,
+                       max_points: int = 20000, title: str = "point cloud (m)") -> Path:
+    """A 3D view of the back-projected depth (x right, y down, z forward; metres), coloured by the image."""
+    h, w = depth_m.shape
+    v, u = np.mgrid[0:h, 0:w]
+    ok = np.isfinite(depth_m) & (depth_m > 0)
+    step = max(1, int(np.sqrt(ok.sum() / max_points)))
+    sel = np.zeros_like(ok)
+    sel[::step, ::step] = True
+    sel &= ok
+    z = depth_m[sel]
+    x = (u[sel] - intrinsics[0, 2]) * z / intrinsics[0, 0]
+    y = (v[sel] - intrinsics[1, 2]) * z / intrinsics[1, 1]
+    fig = plt.figure(figsize=(6, 5))
+    ax = fig.add_subplot(projection="3d")
+    ax.scatter(x, z, -y, c=rgb[sel] / 255.0, s=1.5, depthshade=False)
+    ax.set_xlabel("x (m)")
+    ax.set_ylabel("z, forward (m)")
+    ax.set_zlabel("up (m)")
+    ax.view_init(elev=20, azim=-60)
+    ax.set_title(title)
+    return _save(fig, path)
+
+
+def save_image(array: np.ndarray, path: str | os.PathLike) -> Path:
+    from PIL import Image
+
+    path = Path(path)
+    with atomic_write(path) as tmp:
+        Image.fromarray(array).save(tmp, format="PNG")
+    return path
+
+
+# --- tables -------------------------------------------------------------------------------------
+
+METRIC_COLUMNS = ("d1", "d2", "d3", "abs_rel", "sq_rel", "rmse", "rmse_log", "log10", "silog")
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.3f}" if abs(v) < 1000 else f"{v:.0f}"
+    return str(v)
+
+
+def table_rows(records: list[dict[str, Any]], columns: Sequence[str]) -> list[list[str]]:
+    return [[_fmt(r.get(c, "")) for c in columns] for r in records]
+
+
+def markdown_table(records: list[dict[str, Any]], columns: Sequence[str]) -> str:
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(row) + " |" for row in table_rows(records, columns)]
+    return "\n".join(lines) + "\n"
+
+
+def html_table(records: list[dict[str, Any]], columns: Sequence[str]) -> str:
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(v)}</td>" for v in row) + "</tr>"
+                   for row in table_rows(records, columns))
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def html_page(title: str, sections: list[tuple[str, str]]) -> str:
+    """A self-contained page; sections are (heading, HTML body); images referenced by relative path."""
+    style = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em}"
+             "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}"
+             "th{background:#f4f4f4}img{max-width:100%}")
+    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+             f"<style>{style}</style></head><body><h1>{html.escape(title)}</h1>"]
+    for heading, body in sections:
+        parts.append(f"<h2>{html.escape(heading)}</h2>{body}")
+    parts.append("</body></html>")
+    return "\n".join(parts)
+
+
+def write_text(path: str | os.PathLike, text: str) -> Path:
+    path = Path(path)
+    with atomic_write(path) as tmp:
+        tmp.write_text(text)
+    return path

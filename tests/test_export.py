@@ -1,0 +1,111 @@
+"""`transferdepth export`: ONNX / TorchScript graphs with dynamic height and width that match PyTorch."""
+
+from __future__ import annotations
+
+import json
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from transferdepth import DepthEstimator
+from transferdepth.checkpoint import save_checkpoint
+from transferdepth.cli import main
+from transferdepth.models import build_model
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny inputs: one thread is ~50x faster than two on a loaded 2-core machine (no oversubscription)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def tiny_model(seed: int = 0):
+    """MobileNetV2 (random weights), width 0.5, last conv scaled so depth spreads over ~2-5 m (not clamped)."""
+    torch.manual_seed(seed)
+    model = build_model("mobilenetv2", decoder_width=0.5, pretrained=False).eval()
+    with torch.no_grad():
+        model.decoder.conv3.weight.mul_(100.0)
+        model.decoder.conv3.bias.fill_(2.8)
+    return model
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory):
+    return save_checkpoint(tiny_model(), tmp_path_factory.mktemp("ckpt") / "model")
+
+
+@pytest.fixture(scope="module")
+def kitchen(rgbd_root) -> list[np.ndarray]:
+    """A real 640x480 frame and an odd-sized (321x237) resize of it."""
+    with Image.open(rgbd_root / "7scenes-redkitchen" / "frame-000000.color.jpg") as im:
+        rgb = im.convert("RGB")
+        return [np.asarray(rgb), np.asarray(rgb.resize((321, 237), Image.BILINEAR))]
+
+
+def as_input(rgb: np.ndarray) -> np.ndarray:
+    """The exported graphs' input: (1,3,H,W) float32 RGB in [0,1]."""
+    return np.ascontiguousarray(rgb.transpose(2, 0, 1)[None], dtype=np.float32) / 255.0
+
+
+def test_onnx_is_dynamic_documented_and_matches_pytorch(ckpt, kitchen, tmp_path, capsys):
+    import onnx
+    import onnxruntime as ort
+
+    out = tmp_path / "depth.onnx"
+    assert main(["export", "--checkpoint", str(ckpt), "--format", "onnx", "--out", str(out)]) == 0
+    proto = onnx.load(str(out))
+    dims = [[d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim]
+            for v in (proto.graph.input[0], proto.graph.output[0])]
+    assert dims == [["batch", 3, "height", "width"], ["batch", 1, "height", "width"]]
+    assert [proto.graph.input[0].name, proto.graph.output[0].name] == ["rgb", "depth_m"]
+    meta = {p.key: p.value for p in proto.metadata_props}
+    assert meta["transferdepth.encoder"] == "mobilenetv2" and meta["transferdepth.decoder_width"] == "0.5"
+    assert "RGB (not BGR) in [0,1]" in meta["transferdepth.input"]
+    assert "metres" in meta["transferdepth.output"]
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    session = ort.InferenceSession(str(out), options, providers=["CPUExecutionProvider"])
+    est = DepthEstimator.from_pretrained(ckpt, device="cpu", flip=False)
+    for rgb in kitchen:
+        expected = est.predict(rgb)
+        assert expected.max() - expected.min() > 0.5  # an informative map, not a clamped constant
+        got = session.run(None, {"rgb": as_input(rgb)})[0]
+        assert got.shape == (1, 1, *rgb.shape[:2])
+        assert np.abs(got[0, 0] - expected).max() <= 1e-4
+    both = session.run(None, {"rgb": np.concatenate([as_input(kitchen[1])] * 2)})[0]
+    np.testing.assert_allclose(both[1, 0], est.predict(kitchen[1]), atol=1e-4)
+
+
+def test_torchscript_loads_and_matches_pytorch(ckpt, kitchen, tmp_path):
+    out = tmp_path / "depth.pt"
+    assert main(["export", "--checkpoint", str(ckpt), "--format", "torchscript", "--out", str(out)]) == 0
+    extra = {"transferdepth.json": ""}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # torch 2.14 deprecates torch.jit.load; it works
+        module = torch.jit.load(str(out), _extra_files=extra)
+    assert json.loads(extra["transferdepth.json"])["transferdepth.encoder"] == "mobilenetv2"
+    est = DepthEstimator.from_pretrained(ckpt, device="cpu", flip=False)
+    for rgb in kitchen:
+        with torch.no_grad():
+            got = module(torch.from_numpy(as_input(rgb)))
+        assert got.shape == (1, 1, *rgb.shape[:2])
+        assert np.abs(got[0, 0].numpy() - est.predict(rgb)).max() <= 1e-4
+
+
+def test_export_errors_are_one_line(ckpt, tmp_path, capsys):
+    rc = main(["export", "--checkpoint", str(tmp_path / "nothing"), "--format", "onnx", "--out", str(tmp_path / "m.onnx")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and err == [f"transferdepth: error: {tmp_path / 'nothing'}: no such checkpoint"]
+    assert not (tmp_path / "m.onnx").exists()
+    (tmp_path / "file").write_text("not a folder")
+    rc = main(["export", "--checkpoint", str(ckpt), "--format", "torchscript", "--out", str(tmp_path / "file" / "m.pt")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1
+    assert err[0].startswith(f"transferdepth: error: {tmp_path / 'file' / 'm.pt'}: cannot write (")
