@@ -8,31 +8,12 @@ import warnings
 import numpy as np
 import pytest
 import torch
+from helpers import tiny_model
 from PIL import Image
 
 from transferdepth import DepthEstimator
 from transferdepth.checkpoint import save_checkpoint
 from transferdepth.cli import main
-from transferdepth.models import build_model
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny inputs: one thread is ~50x faster than two on a loaded 2-core machine (no oversubscription)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def tiny_model(seed: int = 0):
-    """MobileNetV2 (random weights), width 0.5, last conv scaled so depth spreads over ~2-5 m (not clamped)."""
-    torch.manual_seed(seed)
-    model = build_model("mobilenetv2", decoder_width=0.5, pretrained=False).eval()
-    with torch.no_grad():
-        model.decoder.conv3.weight.mul_(100.0)
-        model.decoder.conv3.bias.fill_(2.8)
-    return model
 
 
 @pytest.fixture(scope="module")

@@ -25,6 +25,7 @@ from transferdepth.config import load_config
 from transferdepth.data import open_dataset
 from transferdepth.data.cache import InMemory
 from transferdepth.evaluate import describe, evaluate, predict_dataset
+from transferdepth.predict import depth_to_points, write_color
 from transferdepth.train import train
 from transferdepth.weights import load_imagenet_state
 
@@ -168,11 +169,14 @@ def _figures(out: Path, test, preds, model, moto, moto_pred) -> dict[str, Any]:
     colors = []
     for i in range(min(3, k)):
         name = f"depth_color_{i}.png"
-        report.save_image(report.colorize(preds.pred[i], vmax=10.0 if preds.gt[i].max() > 6 else None), out / name)
+        write_color(out / name, preds.pred[i], range_m=(0.0, float(np.percentile(preds.gt[i][preds.valid[i]], 99))),
+                    colorbar=True)
         colors.append(name)
     sample = test[0]
-    intr = sample["intrinsics"] if sample.get("intrinsics") is not None else _default_k(preds.pred[0].shape)
-    report.render_point_cloud(preds.pred[0], sample["rgb"], np.asarray(intr), out / "point_cloud.png")
+    k_mat = sample["intrinsics"] if sample.get("intrinsics") is not None else _default_k(preds.pred[0].shape)
+    k_mat = np.asarray(k_mat)
+    xyz, rgb = depth_to_points(preds.pred[0], sample["rgb"], (k_mat[0, 0], k_mat[1, 1], k_mat[0, 2], k_mat[1, 2]))
+    report.render_point_cloud(xyz, rgb, out / "point_cloud.png")
     if moto is not None:
         report.plot_prediction_grid([moto["rgb"]], [moto["depth"]],
                                     {"prediction (median-scaled)": [_median_scaled(moto_pred)]},

@@ -1,4 +1,4 @@
-"""Figures and pages: loss curves, prediction grids, colourised depth, a point-cloud view, HTML tables.
+"""Figures and pages: loss curves, prediction grids, a point-cloud view, HTML tables.
 
 All figures are written atomically as PNG (matplotlib, Agg backend); depth colour scales are in metres.
 """
@@ -78,48 +78,20 @@ def plot_prediction_grid(rgbs: Sequence[np.ndarray], gts: Sequence[np.ndarray],
     return _save(fig, path)
 
 
-def colorize(depth_m: np.ndarray, vmin: float = 0.0, vmax: float | None = None, cmap: str = CMAP) -> np.ndarray:
-    """HxW metres -> HxWx3 uint8 colours (NaN and non-positive depths black)."""
-    ok = np.isfinite(depth_m) & (depth_m > 0)
-    if vmax is None:
-        vmax = float(np.percentile(depth_m[ok], 99)) if ok.any() else 1.0
-    norm = np.clip((np.nan_to_num(depth_m) - vmin) / max(vmax - vmin, 1e-6), 0, 1)
-    rgb = (matplotlib.colormaps[cmap](norm)[..., :3] * 255).astype(np.uint8)
-    rgb[~ok] = 0
-    return rgb
-
-
-def render_point_cloud(depth_m: np.ndarray, rgb: np.ndarray, intrinsics: np.ndarray, path: str | os.PathLike,
-                       max_points: int = 20000, title: str = "point cloud (m)") -> Path:
-    """A 3D view of the back-projected depth (x right, y down, z forward; metres), coloured by the image."""
-    h, w = depth_m.shape
-    v, u = np.mgrid[0:h, 0:w]
-    ok = np.isfinite(depth_m) & (depth_m > 0)
-    step = max(1, int(np.sqrt(ok.sum() / max_points)))
-    sel = np.zeros_like(ok)
-    sel[::step, ::step] = True
-    sel &= ok
-    z = depth_m[sel]
-    x = (u[sel] - intrinsics[0, 2]) * z / intrinsics[0, 0]
-    y = (v[sel] - intrinsics[1, 2]) * z / intrinsics[1, 1]
+def render_point_cloud(xyz: np.ndarray, colors: np.ndarray, path: str | os.PathLike, max_points: int = 20000,
+                       title: str = "point cloud (m)") -> Path:
+    """A 3D view of camera-frame points (x right, y down, z forward; metres), coloured (uint8 RGB)."""
+    step = max(1, len(xyz) // max_points)
+    x, y, z = xyz[::step].T
     fig = plt.figure(figsize=(6, 5))
     ax = fig.add_subplot(projection="3d")
-    ax.scatter(x, z, -y, c=rgb[sel] / 255.0, s=1.5, depthshade=False)
+    ax.scatter(x, z, -y, c=colors[::step] / 255.0, s=1.5, depthshade=False)
     ax.set_xlabel("x (m)")
     ax.set_ylabel("z, forward (m)")
     ax.set_zlabel("up (m)")
     ax.view_init(elev=20, azim=-60)
     ax.set_title(title)
     return _save(fig, path)
-
-
-def save_image(array: np.ndarray, path: str | os.PathLike) -> Path:
-    from PIL import Image
-
-    path = Path(path)
-    with atomic_write(path) as tmp:
-        Image.fromarray(array).save(tmp, format="PNG")
-    return path
 
 
 # --- tables -------------------------------------------------------------------------------------
