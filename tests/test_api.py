@@ -139,3 +139,15 @@ def test_import_transferdepth_does_not_import_torch():
     code = "import sys, transferdepth; assert 'torch' not in sys.modules; print(transferdepth.__version__)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "0.1.0"
+
+
+def test_input_size_feeds_the_network_its_training_resolution(tmp_path):
+    seen = []
+    model = tiny_model()
+    model.register_forward_pre_hook(lambda m, args: seen.append(tuple(args[0].shape[-2:])))
+    est = DepthEstimator(model, device="cpu", flip=False, input_size=(64, 96))
+    rgb = np.random.default_rng(0).integers(0, 256, (150, 200, 3), dtype=np.uint8)
+    depth = est.predict(rgb)
+    assert seen == [(64, 96)] and depth.shape == (150, 200)
+    plain = DepthEstimator(model, device="cpu", flip=False).predict(rgb)
+    assert plain.shape == (150, 200) and seen[-1] == (150, 200)

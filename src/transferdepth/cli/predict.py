@@ -37,6 +37,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--ply-ascii", action="store_true", help="ASCII PLY (default: binary little-endian)")
     p.add_argument("--max-pixels", type=int, default=None,
                    help="refuse larger images (default: 40,000,000)")
+    p.add_argument("--input-size", default=None, metavar="HEIGHTxWIDTH",
+                   help="network input size (e.g. the training resolution, 240x320); default: each image's own")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda if available)")
     p.set_defaults(func=_run)
 
@@ -101,10 +103,12 @@ def _run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from transferdepth.api import DEFAULT_MAX_PIXELS, DepthEstimator
+    from transferdepth.cli.evaluate import parse_size
     from transferdepth.predict import find_inputs, predict_files, print_summary
 
     est = DepthEstimator.from_pretrained(args.checkpoint, device=args.device, flip=args.flip,
-                                         max_pixels=args.max_pixels or DEFAULT_MAX_PIXELS)
+                                         max_pixels=args.max_pixels or DEFAULT_MAX_PIXELS,
+                                         input_size=parse_size(args.input_size))
     files, failures = find_inputs(args.paths, args.recursive)
     for f in failures:
         print(f"transferdepth: error: {f}", file=sys.stderr)
