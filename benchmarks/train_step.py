@@ -81,16 +81,19 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--devices", default="cpu,cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--precisions", default="fp32,bf16", help="CUDA: fp32 and/or bf16 (autocast); CPU: fp32")
     args = ap.parse_args()
     print(f"torch {torch.__version__}, {platform.machine()}, {torch.get_num_threads()} CPU threads, "
           f"batch {args.batch}, median of {args.repeats} steps after 2 warm-ups")
     for dev in args.devices.split(","):
         device = torch.device(dev)
-        modes: list[tuple[str, torch.dtype | None]] = [("fp32", None)]
+        wanted = args.precisions.split(",")
+        modes: list[tuple[str, torch.dtype | None]] = [("fp32", None)] if "fp32" in wanted or dev == "cpu" else []
         if device.type == "cuda":
             name = torch.cuda.get_device_name(device)
             torch.backends.cudnn.benchmark = True
-            modes.append(("amp-bf16", torch.bfloat16))
+            if "bf16" in wanted:
+                modes.append(("amp-bf16", torch.bfloat16))
             print(f"\n{dev} ({name}): matmul peak fp32 {matmul_peak_gflops(device, torch.float32, 8192):.0f} "
                   f"GFLOP/s (TF32 {'on' if torch.backends.cuda.matmul.allow_tf32 else 'off'}), bf16 "
                   f"{matmul_peak_gflops(device, torch.bfloat16, 8192):.0f} GFLOP/s")
@@ -98,9 +101,9 @@ def main() -> None:
             print(f"\ncpu: matmul peak fp32 {matmul_peak_gflops(device, torch.float32, 2048):.0f} GFLOP/s")
         print("\n| device | precision | encoder | input | images/s | GFLOP/s |")
         print("|---|---|---|---|---|---|")
-        for mode, amp in modes:
-            for name in args.encoders.split(","):
-                for size in args.sizes.split(","):
+        for name in args.encoders.split(","):
+            for size in args.sizes.split(","):
+                for mode, amp in modes:
                     h, w = (int(v) for v in size.split("x"))
                     ips, gf = measure(name, h, w, args.batch, device, amp, args.repeats)
                     print(f"| {dev} | {mode} | {name} | {h}x{w} | {ips:.2f} | {gf:.0f} |", flush=True)
