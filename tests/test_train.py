@@ -156,3 +156,23 @@ def test_two_processes_equal_one_process_with_double_batch(tmp_path):
     one, two = _weights(tmp_path / "one"), _weights(tmp_path / "two")
     _assert_same(one, two, atol=1e-5)
     assert json.loads((tmp_path / "two" / "run.json").read_text())["world_size"] == 2
+
+
+def test_skip_bad_skips_counts_and_reports_each_epoch(tmp_path, capsys):
+    import numpy as np
+    from PIL import Image
+
+    root = tmp_path / "frames"
+    root.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(8):
+        Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(root / f"{i:03d}_rgb.png")
+        Image.fromarray(np.full((64, 64), 1500 + 100 * i, np.uint16)).save(root / f"{i:03d}_depth.png")
+    (root / "003_rgb.png").write_bytes((root / "003_rgb.png").read_bytes()[:100])  # truncated
+    spec = f"folder:{root}?rgb=*_rgb.png&depth=*_depth.png&scale=0.001"
+    with pytest.raises(Exception, match="003_rgb.png"):
+        train(_cfg(train_data=spec, max_steps=4, batch_size=2), tmp_path / "strict")
+    result = train(_cfg(train_data=spec, max_steps=8, batch_size=2, skip_bad=True), tmp_path / "lenient")
+    assert result.steps == 8
+    out = capsys.readouterr().out
+    assert "epoch 0: skip_bad: 1 of 8 samples skipped" in out and "epoch 1: skip_bad: 1 of 8" in out

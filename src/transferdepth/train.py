@@ -447,6 +447,8 @@ def train(cfg: TrainConfig, out_dir: str | os.PathLike, resume: bool = False, ov
                 if step >= total_steps:
                     break
             if state["batch_in_epoch"] >= steps_per_epoch:
+                if is_main and raw is not None and hasattr(raw, "report"):
+                    (bar.write if bar is not None else print)(f"epoch {epoch}: {raw.report()}")
                 state["epoch"] += 1
                 state["batch_in_epoch"] = 0
     finally:
