@@ -4,7 +4,10 @@
                                     [--devices cpu,cuda]
 
 A step = forward + DenseDepth loss + backward + Adam update, batch `--batch`, random data with valid depth.
-Step FLOPs are counted once with torch.utils.flop_counter (forward + backward). The machine's matmul peak
+Step FLOPs = 3 x the forward FLOPs counted by torch.utils.flop_counter (the backward of a conv or linear
+layer costs its forward twice: input and weight gradients). The backward is not counted directly because
+torch 2.14's counter ignores `groups` in convolution_backward and overcounts depthwise convolutions
+(MobileNetV2, EfficientNet) many times over. The machine's matmul peak
 (a large fp32 / bf16 matmul, median of 5) is printed for scale. Each figure is the median of --repeats
 timed steps after 2 warm-up steps.
 """
@@ -59,9 +62,10 @@ def measure(name: str, h: int, w: int, batch: int, device: torch.device, amp, re
     depth = 0.5 + 9 * torch.rand(batch, 1, (h + 1) // 2, (w + 1) // 2, device=device)
     valid = torch.ones_like(depth, dtype=torch.bool)
     counter = FlopCounterMode(display=False)
-    with counter:
-        step_fn(model, opt, x, depth, valid, amp)
-    flops = counter.get_total_flops()
+    with counter, torch.no_grad():
+        model(x)
+    flops = 3 * counter.get_total_flops()  # forward + backward (grad of inputs and of weights: 2x forward)
+    step_fn(model, opt, x, depth, valid, amp)
     step_fn(model, opt, x, depth, valid, amp)
     times = []
     for _ in range(repeats):
