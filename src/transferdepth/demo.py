@@ -17,14 +17,16 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Subset
 
 from transferdepth import report
 from transferdepth.checkpoint import load_checkpoint
 from transferdepth.config import load_config
 from transferdepth.data import open_dataset
 from transferdepth.data.cache import InMemory
+from transferdepth.data.transforms import TrainTransform, TransformedDataset
 from transferdepth.evaluate import describe, evaluate, predict_dataset
+from transferdepth.models import get_spec
 from transferdepth.predict import depth_to_points, write_color
 from transferdepth.train import train
 from transferdepth.weights import load_imagenet_state
@@ -71,17 +73,6 @@ def motorcycle() -> dict[str, Any] | None:
     return {"rgb": left, "depth": depth, "valid": valid, "intrinsics": k, "name": "middlebury/motorcycle"}
 
 
-class _Held(Dataset):
-    def __init__(self, dataset: Dataset, indices: list[int]):
-        self.dataset, self.indices = dataset, indices
-
-    def __len__(self) -> int:
-        return len(self.indices)
-
-    def __getitem__(self, i: int) -> dict[str, Any]:
-        return self.dataset[self.indices[i]]
-
-
 def run_demo(opts: DemoOptions, log=print) -> dict[str, Any]:
     """Run the whole demo; returns {report, metrics, ...}. Prints progress through `log`."""
     t0 = time.perf_counter()
@@ -96,31 +87,21 @@ def run_demo(opts: DemoOptions, log=print) -> dict[str, Any]:
                      seed=opts.seed, log_every=10, ckpt_every=10**9, tensorboard=True)
     cfg = load_config(overrides=overrides)
     if opts.data is None:
-        from transferdepth.data.transforms import TrainTransform, TransformedDataset
-        from transferdepth.models import get_spec
-
-        spec = get_spec(opts.encoder)
-        raw = InMemory(open_dataset(train_spec))
-        test = open_dataset(test_spec)
-        log(f"[2/5] data: {len(raw)} procedural rooms for training, {len(test)} held out "
+        train_raw, test = open_dataset(train_spec), open_dataset(test_spec)
+        log(f"[2/5] data: {len(train_raw)} procedural rooms for training, {len(test)} held out "
             f"({opts.width}x{opts.height}, exact depth 0.5-10 m)")
-        train_ds = TransformedDataset(raw, TrainTransform(spec.mean, spec.std, (opts.height, opts.width),
-                                                          cfg.flip_p, cfg.swap_p), seed=cfg.seed)
     else:
         full = open_dataset(opts.data)
-        cut = max(1, int(len(full) * 0.8))
-        if cut >= len(full):
+        cut = int(len(full) * 0.8)
+        if not 0 < cut < len(full):
             raise ValueError(f"--data {opts.data}: {len(full)} samples are too few to hold out a test part")
-        from transferdepth.data.transforms import TrainTransform, TransformedDataset
-        from transferdepth.models import get_spec
-
-        spec = get_spec(opts.encoder)
-        train_ds = TransformedDataset(InMemory(_Held(full, list(range(cut))), (opts.height, opts.width)),
-                                      TrainTransform(spec.mean, spec.std, (opts.height, opts.width), cfg.flip_p,
-                                                     cfg.swap_p), seed=cfg.seed)
-        test = _Held(full, list(range(cut, len(full))))
+        train_raw, test = Subset(full, range(cut)), Subset(full, range(cut, len(full)))
         log(f"[2/5] data: {opts.data}: first {cut} samples for training, last {len(test)} held out "
             "(a contiguous block, not a random split)")
+    spec = get_spec(opts.encoder)
+    train_ds = TransformedDataset(InMemory(train_raw, (opts.height, opts.width)),
+                                  TrainTransform(spec.mean, spec.std, (opts.height, opts.width), cfg.flip_p,
+                                                 cfg.swap_p), seed=cfg.seed)
 
     log(f"[3/5] fine-tuning {opts.encoder} for {opts.steps} steps (batch {opts.batch_size}, "
         f"{opts.width}x{opts.height}) ...")

@@ -11,21 +11,15 @@ from typing import Any
 
 from torch.utils.data import Dataset
 
+from transferdepth.data.base import DatasetWrapper
 from transferdepth.data.transforms import resize_crop
 
 
-class InMemory(Dataset):
+class InMemory(DatasetWrapper):
     def __init__(self, dataset: Dataset, size: tuple[int, int] | None = None):
-        self.dataset, self.size = dataset, size
+        super().__init__(dataset)
+        self.size = size
         self.cache: dict[int, dict[str, Any]] = {}
-
-    def __getattr__(self, name: str) -> Any:  # forward attributes such as `crop` or `source`
-        if name.startswith("__") or name == "dataset":
-            raise AttributeError(name)
-        return getattr(self.dataset, name)
-
-    def __len__(self) -> int:
-        return len(self.dataset)
 
     def __getitem__(self, i: int) -> dict[str, Any]:
         if i not in self.cache:

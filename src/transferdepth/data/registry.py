@@ -20,7 +20,7 @@ from typing import Any
 
 from torch.utils.data import Dataset
 
-from transferdepth.data.base import DatasetError
+from transferdepth.data.base import DatasetError, DatasetWrapper
 
 RGBD_ENV = "TRANSFERDEPTH_RGBD"
 
@@ -173,7 +173,7 @@ def rgbd_root() -> Path:
     raise DatasetError("rgbd", f"shared RGB-D folder not found; set {RGBD_ENV} (tried {[str(p) for p in tried]})")
 
 
-class SkipBad(Dataset):
+class SkipBad(DatasetWrapper):
     """Wraps a dataset: a sample that raises DatasetError is replaced by the next good one (i+1, i+2, ...).
 
     Bad indices are remembered (`skipped`: sorted list of (index, reason)) and not read again. Each returned
@@ -183,16 +183,9 @@ class SkipBad(Dataset):
     """
 
     def __init__(self, dataset: Dataset, max_consecutive: int = 64):
-        self.dataset, self.max_consecutive = dataset, max_consecutive
+        super().__init__(dataset)
+        self.max_consecutive = max_consecutive
         self.bad: dict[int, str] = {}
-
-    def __getattr__(self, name: str) -> Any:  # forward attributes such as `crop` or `source`
-        if name.startswith("__") or name == "dataset":
-            raise AttributeError(name)
-        return getattr(self.dataset, name)
-
-    def __len__(self) -> int:
-        return len(self.dataset)
 
     @property
     def skipped(self) -> list[tuple[int, str]]:
