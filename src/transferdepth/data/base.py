@@ -52,6 +52,13 @@ class DatasetWrapper(Dataset):
         return len(self.dataset)
 
 
+def normalize_index(index: int, n: int, source: str) -> int:
+    """`index` in [0, n) (negative indices count from the end); IndexError naming the source otherwise."""
+    if not -n <= index < n:
+        raise IndexError(f"{source}: index {index} out of range for {n} samples")
+    return index % n
+
+
 def check_sample(sample: dict[str, Any], source: str, index: int | None = None) -> Sample:
     """Validate the contract (dtypes, shapes, matching sizes); raise DatasetError otherwise."""
     name = sample.get("name")

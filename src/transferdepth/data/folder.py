@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 from torch.utils.data import Dataset
 
-from transferdepth.data.base import DatasetError, Sample, check_sample
+from transferdepth.data.base import DatasetError, Sample, check_sample, normalize_index
 from transferdepth.data.io import check_same_size, decode_depth_raw, decode_rgb, raw_to_metres
 from transferdepth.data.io import intrinsics as camera_matrix
 
@@ -156,9 +156,7 @@ class Folder(Dataset):
         return len(self.pairs)
 
     def __getitem__(self, index: int) -> Sample:
-        if not -len(self) <= index < len(self):
-            raise IndexError(f"{self.source}: index {index} out of range for {len(self)} samples")
-        index %= len(self)
+        index = normalize_index(index, len(self), self.source)
         _, rgb_rel, depth_rel = self.pairs[index]
         rgb_path, depth_path = str(self.root / rgb_rel), str(self.root / depth_rel)
         rgb = decode_rgb(rgb_path, self.source, index, rgb_path)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from torch.utils.data import Dataset
 
-from transferdepth.data.base import DatasetError, Sample, check_sample
+from transferdepth.data.base import DatasetError, Sample, check_sample, normalize_index
 from transferdepth.data.io import (
     NYU_MAX_DEPTH,
     check_same_size,
@@ -81,9 +81,7 @@ class NyuBts(Dataset):
         return len(self.entries)
 
     def __getitem__(self, index: int) -> Sample:
-        if not -len(self) <= index < len(self):
-            raise IndexError(f"{self.source}: index {index} out of range for {len(self)} samples")
-        index %= len(self)
+        index = normalize_index(index, len(self), self.source)
         rgb_rel, depth_rel, focal = self.entries[index]
         rgb_path, depth_path = self._resolve(rgb_rel), self._resolve(depth_rel)
         rgb = decode_rgb(rgb_path, self.source, index, str(rgb_path))

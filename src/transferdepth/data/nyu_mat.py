@@ -16,7 +16,7 @@ import h5py
 import numpy as np
 from torch.utils.data import Dataset
 
-from transferdepth.data.base import DatasetError, Sample, check_sample
+from transferdepth.data.base import DatasetError, Sample, check_sample, normalize_index
 from transferdepth.data.io import NYU_MAX_DEPTH, metres_valid, nyu_intrinsics
 
 SPLIT_KEYS = {"train": "trainNdxs", "test": "testNdxs"}
@@ -112,9 +112,7 @@ class NyuMat(Dataset):
         return len(self.indices)
 
     def __getitem__(self, index: int) -> Sample:
-        if not -len(self) <= index < len(self):
-            raise IndexError(f"{self.source}: index {index} out of range for {len(self)} samples")
-        index %= len(self)
+        index = normalize_index(index, len(self), self.source)
         ndx = int(self.indices[index])  # 1-based MATLAB index
         f = self._file()
         try:

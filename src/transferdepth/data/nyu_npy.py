@@ -20,7 +20,7 @@ from typing import Any, BinaryIO
 import numpy as np
 from torch.utils.data import Dataset
 
-from transferdepth.data.base import DatasetError, Sample, check_sample
+from transferdepth.data.base import DatasetError, Sample, check_sample, normalize_index
 from transferdepth.data.io import NYU_MAX_DEPTH, metres_valid, nyu_intrinsics
 
 RGB, DEPTH, CROP = "eigen_test_rgb.npy", "eigen_test_depth.npy", "eigen_test_crop.npy"
@@ -179,9 +179,7 @@ class NyuNpy(Dataset):
         return self.members[RGB].shape[0]
 
     def __getitem__(self, index: int) -> Sample:
-        if not -len(self) <= index < len(self):
-            raise IndexError(f"{self.source}: index {index} out of range for {len(self)} samples")
-        index %= len(self)
+        index = normalize_index(index, len(self), self.source)
         rgb = self._read(RGB, index)
         depth, valid = metres_valid(self._read(DEPTH, index), NYU_MAX_DEPTH)
         h, w = depth.shape

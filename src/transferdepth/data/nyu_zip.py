@@ -17,7 +17,7 @@ from typing import Any
 
 from torch.utils.data import Dataset
 
-from transferdepth.data.base import DatasetError, Sample, check_sample
+from transferdepth.data.base import DatasetError, Sample, check_sample, normalize_index
 from transferdepth.data.io import (
     NYU_MAX_DEPTH,
     check_same_size,
@@ -94,9 +94,7 @@ class NyuZip(Dataset):
             raise DatasetError(self.source, f"cannot read member: {e}", index, name) from e
 
     def __getitem__(self, index: int) -> Sample:
-        if not -len(self) <= index < len(self):
-            raise IndexError(f"{self.source}: index {index} out of range for {len(self)} samples")
-        index %= len(self)
+        index = normalize_index(index, len(self), self.source)
         rgb_name, depth_name = self.rows[index]
         rgb = decode_rgb(self._member(rgb_name, index), self.source, index, rgb_name)
         raw = decode_depth_raw(self._member(depth_name, index), self.source, index, depth_name, self.bits)
