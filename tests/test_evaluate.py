@@ -19,16 +19,21 @@ from transferdepth.study import compare
 
 
 class _Constant(torch.nn.Module):
-    """Predicts `value` metres everywhere; records the input sizes it was given."""
+    """A DepthNet stand-in predicting `value` metres everywhere; records the normalised input sizes."""
+
+    min_depth, max_depth = 0.1, 10.0
 
     def __init__(self, value: float):
         super().__init__()
         self.value, self.sizes = value, []
         self.p = torch.nn.Parameter(torch.zeros(()))
 
-    def predict_metres(self, rgb01, flip=True, min_depth=0.1, max_depth=10.0):
+    def normalize(self, rgb01):
         self.sizes.append(tuple(rgb01.shape[-2:]))
-        return torch.full((rgb01.shape[0], 1, *rgb01.shape[-2:]), self.value).clamp(min_depth, max_depth)
+        return rgb01
+
+    def forward(self, x):  # DepthNorm at half resolution
+        return torch.full((x.shape[0], 1, (x.shape[-2] + 1) // 2, (x.shape[-1] + 1) // 2), self.max_depth / self.value)
 
 
 class _Toy(torch.utils.data.Dataset):

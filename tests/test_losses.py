@@ -3,22 +3,15 @@ import pytest
 import torch
 from skimage.metrics import structural_similarity
 
-from transferdepth.losses import (
-    MAX_DEPTH_CM,
-    MIN_DEPTH_CM,
-    depth_loss,
-    depth_to_depthnorm,
-    depthnorm_to_depth,
-    gradient_l1,
-    ssim,
-)
+from transferdepth.losses import depth_loss, gradient_l1, ssim
+from transferdepth.recipe import MAX_DEPTH_M, MIN_DEPTH_M, depth_to_depthnorm, depthnorm_to_depth
 
 
 def test_depthnorm_values_and_clamp_before_division():
     d = torch.tensor([0.0, 0.05, 0.1, 1.0, 2.5, 10.0, 20.0])
     dn = depth_to_depthnorm(d)
     assert torch.allclose(dn, torch.tensor([100.0, 100.0, 100.0, 10.0, 4.0, 1.0, 1.0]))
-    assert MIN_DEPTH_CM == 10.0 and MAX_DEPTH_CM == 1000.0
+    assert MIN_DEPTH_M == 0.1 and MAX_DEPTH_M == 10.0
 
 
 def test_depthnorm_roundtrip_and_guard():

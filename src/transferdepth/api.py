@@ -18,14 +18,13 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from transferdepth.checkpoint import load_checkpoint, save_checkpoint
+from transferdepth.inference import infer, rgb_to_tensor
 from transferdepth.models import DepthNet
 
 DEFAULT_MAX_PIXELS = 40_000_000  # 40 MP; larger images are refused (decompression bombs, memory)
-MIN_DEPTH_M, MAX_DEPTH_M = 0.1, 10.0
 
 ImageInput = str | os.PathLike | Image.Image | np.ndarray
 
@@ -118,20 +117,22 @@ class DepthEstimator:
 
     model: a DepthNet (from `build_model` or `load_checkpoint`). device: "cpu", "cuda", ... (default: CUDA
     if available). flip: average with the mirrored image's prediction (as DenseDepth; 2x the compute).
-    max_pixels: larger images are refused with ImageError. Depth is clamped to [min_depth, max_depth] m.
+    max_pixels: larger images are refused with ImageError. Depth is clamped to [min_depth, max_depth] m
+    (default: the model's own range).
     input_size: (H, W) the network sees (images are resized to it and the depth map resized back to the
     image's size), e.g. the resolution a model was trained at; None = each image at its own size.
     """
 
     def __init__(self, model: DepthNet, device: str | torch.device | None = None, flip: bool = True,
-                 max_pixels: int | None = DEFAULT_MAX_PIXELS, min_depth: float = MIN_DEPTH_M,
-                 max_depth: float = MAX_DEPTH_M, input_size: tuple[int, int] | None = None):
+                 max_pixels: int | None = DEFAULT_MAX_PIXELS, min_depth: float | None = None,
+                 max_depth: float | None = None, input_size: tuple[int, int] | None = None):
         if device is None:
             device = "cuda" if torch.cuda.is_available() else "cpu"
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
         self.flip, self.max_pixels = flip, max_pixels
-        self.min_depth, self.max_depth = min_depth, max_depth
+        self.min_depth = model.min_depth if min_depth is None else float(min_depth)
+        self.max_depth = model.max_depth if max_depth is None else float(max_depth)
         self.input_size = tuple(input_size) if input_size is not None else None
 
     @classmethod
@@ -177,11 +178,7 @@ class DepthEstimator:
 
     def predict_rgb(self, rgbs: Sequence[np.ndarray]) -> list[np.ndarray]:
         """Same-size uint8 HxWx3 RGB arrays as one batch -> HxW float32 metres each."""
-        x = torch.from_numpy(np.stack(rgbs)).to(self.device).permute(0, 3, 1, 2).float().div(255.0).contiguous()
-        size = x.shape[-2:]
-        if self.input_size is not None and tuple(size) != self.input_size:
-            x = F.interpolate(x, size=self.input_size, mode="bilinear", align_corners=False, antialias=True)
-        depth = self.model.predict_metres(x, flip=self.flip, min_depth=self.min_depth, max_depth=self.max_depth)
-        if depth.shape[-2:] != size:
-            depth = F.interpolate(depth, size=size, mode="bilinear", align_corners=False)
+        x = rgb_to_tensor(rgbs, self.device)
+        depth = infer(self.model, x, flip=self.flip, input_size=self.input_size,
+                      min_depth=self.min_depth, max_depth=self.max_depth)
         return list(depth[:, 0].float().cpu().numpy())

@@ -1,7 +1,11 @@
 """The model checkpoint: a directory with `model.safetensors` + `config.json`.
 
-config.json: {"format": "transferdepth-model/1", "encoder", "decoder_width", "max_depth_cm", "mean", "std",
-plus free-form "meta" (training run, metrics)}. Writes are atomic; loading checks the architecture.
+config.json: {"format": "transferdepth-model/1", "encoder", "decoder_width", "min_depth", "max_depth" (metres),
+"max_depth_cm" (the same range in DenseDepth's units, informational), "mean", "std", plus free-form "meta"
+(training run, metrics)}. Writes are atomic; loading checks the architecture.
+
+Changelog: checkpoints without "min_depth"/"max_depth" (before 0.2) load with DenseDepth's NYU range,
+0.1-10 m (or max_depth_cm / 100 where only that is present).
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from typing import Any
 from safetensors.torch import load_file, save_file
 
 from transferdepth.models import DepthNet, build_model
+from transferdepth.recipe import MAX_DEPTH_M, MIN_DEPTH_M
 from transferdepth.utils import atomic_write
 
 FORMAT = "transferdepth-model/1"
@@ -27,6 +32,7 @@ class CheckpointError(ValueError):
 
 def model_config(model: DepthNet) -> dict[str, Any]:
     return {"format": FORMAT, "encoder": model.encoder_name, "decoder_width": model.decoder_width,
+            "min_depth": model.min_depth, "max_depth": model.max_depth,
             "max_depth_cm": model.max_depth_cm, "mean": list(model.spec.mean), "std": list(model.spec.std)}
 
 
@@ -63,11 +69,13 @@ def load_checkpoint(path: str | os.PathLike, map_location: str = "cpu") -> Depth
     """The DepthNet saved in `path` (a checkpoint directory or its model.safetensors), in eval mode."""
     directory = _directory(path)
     cfg = read_config(directory)
+    max_depth = cfg.get("max_depth", cfg["max_depth_cm"] / 100.0 if "max_depth_cm" in cfg else MAX_DEPTH_M)
+    min_depth = cfg.get("min_depth", MIN_DEPTH_M)
     try:
-        model = build_model(cfg["encoder"], float(cfg["decoder_width"]), pretrained=False)
-    except ValueError as e:
+        model = build_model(cfg["encoder"], float(cfg["decoder_width"]), pretrained=False,
+                            min_depth=min_depth, max_depth=max_depth)
+    except (TypeError, ValueError) as e:
         raise CheckpointError(f"{directory / CONFIG_FILE}: {e}") from None
-    model.max_depth_cm = float(cfg.get("max_depth_cm", 1000.0))
     try:
         state = load_file(directory / WEIGHTS_FILE, device=map_location)
     except FileNotFoundError:

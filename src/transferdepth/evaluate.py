@@ -17,9 +17,9 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch.utils.data import Dataset
 
+from transferdepth.inference import infer, rgb_to_tensor
 from transferdepth.metrics import PROTOCOLS, depth_metrics, median_scale
 from transferdepth.models import DepthNet
 
@@ -35,8 +35,8 @@ class Predictions:
 
 
 @torch.no_grad()
-def predict_dataset(model: DepthNet, dataset: Dataset, *, flip: bool = True, min_depth: float = 0.1,
-                    max_depth: float = 10.0, size: tuple[int, int] | None = None, batch_size: int = 4,
+def predict_dataset(model: DepthNet, dataset: Dataset, *, flip: bool = True, min_depth: float | None = None,
+                    max_depth: float | None = None, size: tuple[int, int] | None = None, batch_size: int = 4,
                     device: str | torch.device | None = None, limit: int | None = None,
                     progress: bool = False) -> Predictions:
     """Predict every sample of `dataset` (the sample contract of `transferdepth.data`) in metres."""
@@ -64,20 +64,16 @@ def predict_dataset(model: DepthNet, dataset: Dataset, *, flip: bool = True, min
                                  f"the first sample's is {(w, h)}; evaluate one size at a time")
             gt[start + j], valid[start + j] = s["depth"], s["valid"]
             names.append(s["name"])
-        rgb = torch.from_numpy(np.stack([s["rgb"] for s in samples])).to(device)
-        rgb = rgb.permute(0, 3, 1, 2).float().div_(255.0)
-        if size is not None and tuple(rgb.shape[-2:]) != tuple(size):
-            rgb = F.interpolate(rgb, size=size, mode="bilinear", align_corners=False, antialias=True)
-        out = model.predict_metres(rgb, flip=flip, min_depth=min_depth, max_depth=max_depth)
-        if out.shape[-2:] != (h, w):
-            out = F.interpolate(out, size=(h, w), mode="bilinear", align_corners=False).clamp(min_depth, max_depth)
+        rgb = rgb_to_tensor([s["rgb"] for s in samples], device)
+        out = infer(model, rgb, flip=flip, input_size=size, output_size=(h, w), min_depth=min_depth,
+                    max_depth=max_depth)
         pred[start:start + len(samples)] = out[:, 0].float().cpu().numpy()
     return Predictions(pred, gt, valid, names)
 
 
 def evaluate(model: DepthNet, dataset: Dataset, protocol: str = "eigen", *, crop: Any = None, flip: bool = True,
-             min_depth: float = 0.1, max_depth: float = 10.0, size: tuple[int, int] | None = None,
-             median_scaling: bool = False, batch_size: int = 4, device: str | torch.device | None = None,
+             min_depth: float | None = None, max_depth: float | None = None,
+             size: tuple[int, int] | None = None, median_scaling: bool = False, batch_size: int = 4, device: str | torch.device | None = None,
              limit: int | None = None, progress: bool = False,
              predictions: Predictions | None = None) -> dict[str, Any]:
     """Metrics of `model` on `dataset` under `protocol`; the record names the protocol and its options.
@@ -89,6 +85,8 @@ def evaluate(model: DepthNet, dataset: Dataset, protocol: str = "eigen", *, crop
     """
     if protocol not in PROTOCOLS:
         raise ValueError(f"unknown protocol '{protocol}'; known: {', '.join(PROTOCOLS)}")
+    min_depth = model.min_depth if min_depth is None else min_depth
+    max_depth = model.max_depth if max_depth is None else max_depth
     p = predictions or predict_dataset(model, dataset, flip=flip, min_depth=min_depth, max_depth=max_depth,
                                        size=size, batch_size=batch_size, device=device, limit=limit,
                                        progress=progress)

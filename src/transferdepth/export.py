@@ -1,7 +1,7 @@
 """Export a trained network for deployment: ONNX or TorchScript, dynamic height and width.
 
 The exported graph is `MetricDepth`: (N,3,H,W) float32 RGB in [0,1] -> (N,1,H,W) float32 depth in metres
-at the input's size, clamped to [0.1, 10] m. Normalisation, padding to a multiple of 32, DepthNorm
+at the input's size, clamped to the model's depth range (metres). Normalisation, padding to a multiple of 32, DepthNorm
 inversion and upsampling are inside; flip averaging is not (run it twice and average if wanted).
 The contract is stored in the ONNX metadata_props / the TorchScript archive's `transferdepth.json`.
 
@@ -24,13 +24,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from transferdepth.checkpoint import load_checkpoint
-from transferdepth.losses import depthnorm_to_depth
+from transferdepth.inference import infer
 from transferdepth.models import DepthNet
-from transferdepth.models.depthnet import PAD_MULTIPLE
 from transferdepth.utils import atomic_write
 
 FORMATS = ("onnx", "torchscript")
@@ -39,27 +37,16 @@ EXAMPLE_SIZE = (96, 128)  # (H, W) of the tracing input; any size works afterwar
 
 
 class MetricDepth(nn.Module):
-    """(N,3,H,W) RGB in [0,1] -> (N,1,H,W) metres; = DepthNet.predict_metres(rgb, flip=False), traceable.
+    """(N,3,H,W) RGB in [0,1] -> (N,1,H,W) metres: `transferdepth.inference.infer(model, rgb, flip=False)`."""
 
-    Pads to a multiple of 32 with sizes computed from the input tensor (so tracing keeps them dynamic):
-    the wrapped DepthNet then never pads itself and its own crop is a no-op.
-    """
-
-    def __init__(self, model: DepthNet, min_depth: float = 0.1, max_depth: float = 10.0):
+    def __init__(self, model: DepthNet, min_depth: float | None = None, max_depth: float | None = None):
         super().__init__()
         self.model = model.eval()
-        self.min_depth, self.max_depth = min_depth, max_depth
+        self.min_depth = model.min_depth if min_depth is None else min_depth
+        self.max_depth = model.max_depth if max_depth is None else max_depth
 
     def forward(self, rgb: torch.Tensor) -> torch.Tensor:
-        h, w = rgb.shape[-2], rgb.shape[-1]
-        x = self.model.normalize(rgb)
-        ph = (h + PAD_MULTIPLE - 1) // PAD_MULTIPLE * PAD_MULTIPLE - h
-        pw = (w + PAD_MULTIPLE - 1) // PAD_MULTIPLE * PAD_MULTIPLE - w
-        x = F.pad(x, (0, pw, 0, ph), mode="replicate")
-        dn = self.model(x)[..., : (h + 1) // 2, : (w + 1) // 2]
-        depth = depthnorm_to_depth(dn, self.model.max_depth_cm)
-        depth = F.interpolate(depth, size=(h, w), mode="bilinear", align_corners=False)
-        return depth.clamp(self.min_depth, self.max_depth)
+        return infer(self.model, rgb, flip=False, min_depth=self.min_depth, max_depth=self.max_depth)
 
 
 def contract(model: DepthNet, wrapper: MetricDepth) -> dict[str, str]:
@@ -74,6 +61,8 @@ def contract(model: DepthNet, wrapper: MetricDepth) -> dict[str, str]:
                                 f"clamped to [{wrapper.min_depth}, {wrapper.max_depth}]; no flip averaging",
         "transferdepth.encoder": model.encoder_name,
         "transferdepth.decoder_width": str(model.decoder_width),
+        "transferdepth.min_depth": str(model.min_depth),
+        "transferdepth.max_depth": str(model.max_depth),
         "transferdepth.max_depth_cm": str(model.max_depth_cm),
         "transferdepth.mean": json.dumps(list(model.spec.mean)),
         "transferdepth.std": json.dumps(list(model.spec.std)),

@@ -1,7 +1,7 @@
 """DenseDepth training loss: masked L1 on DepthNorm depth, masked L1 on its gradients, and SSIM.
 
-DepthNorm (internal to training only): ``dn = max_depth_cm / depth_cm`` with depth clamped to
-[MIN_DEPTH_CM, MAX_DEPTH_CM] = [10 cm, 10 m] first, so by default dn lies in [1, 100].
+DepthNorm (internal to training only; `transferdepth.recipe`): ``dn = max_depth / depth`` with depth
+clamped to the model's range [min_depth, max_depth] first, so with NYU's 0.1-10 m dn lies in [1, 100].
 
 Masking, so that holes in real depth never train the model: before anything else, every invalid
 target pixel is replaced by the detached prediction, and ``masked_pred`` (pred where valid, its
@@ -26,19 +26,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-MIN_DEPTH_CM = 10.0
-MAX_DEPTH_CM = 1000.0
+from transferdepth.recipe import MAX_DEPTH_M, MIN_DEPTH_M, depth_to_depthnorm, depthnorm_to_depth
 
-
-def depth_to_depthnorm(depth_m: Tensor, max_depth_cm: float = MAX_DEPTH_CM) -> Tensor:
-    """Metres -> DepthNorm ``max_depth_cm / clamp(depth_cm, 10, 1000)`` (same shape; 0 m maps to the max)."""
-    return max_depth_cm / torch.clamp(depth_m * 100.0, MIN_DEPTH_CM, MAX_DEPTH_CM)
-
-
-def depthnorm_to_depth(dn: Tensor, max_depth_cm: float = MAX_DEPTH_CM) -> Tensor:
-    """DepthNorm -> metres ``max_depth_cm / dn / 100``; dn is clamped to [max/1000, max/10] (default [1, 100])."""
-    dn = torch.clamp(dn, max_depth_cm / MAX_DEPTH_CM, max_depth_cm / MIN_DEPTH_CM)
-    return max_depth_cm / dn / 100.0
+# DepthNorm and the depth range live in `transferdepth.recipe` (one home); re-exported for callers of old.
+__all__ = ["depth_loss", "depth_to_depthnorm", "depthnorm_to_depth", "gradient_l1", "ssim"]
 
 
 def _gaussian_taps(window: int, sigma: float, dtype: torch.dtype, device: torch.device) -> Tensor:
@@ -133,7 +124,8 @@ def depth_loss(
     w_depth: float = 0.1,
     w_grad: float = 1.0,
     w_ssim: float = 1.0,
-    max_depth_cm: float = MAX_DEPTH_CM,
+    max_depth: float = MAX_DEPTH_M,
+    min_depth: float = MIN_DEPTH_M,
     return_terms: bool = False,
 ) -> Tensor | tuple[Tensor, dict[str, float]]:
     """DenseDepth loss on DepthNorm: ``w_depth*L1 + w_grad*L1(gradients) + w_ssim*(1-SSIM)/2``, masked.
@@ -151,11 +143,11 @@ def depth_loss(
         pred = pred_depthnorm.float()
         valid = valid.bool()
         # Holes: both images hold the detached prediction, so they carry no signal and no gradient.
-        target = torch.where(valid, depth_to_depthnorm(depth_m.float(), max_depth_cm), pred.detach())
+        target = torch.where(valid, depth_to_depthnorm(depth_m.float(), max_depth, min_depth), pred.detach())
         masked_pred = torch.where(valid, pred, pred.detach())
         l_depth = _weighted_mean((masked_pred - target).abs(), valid.float())
         l_grad = gradient_l1(masked_pred, target, valid)
-        smap = ssim(masked_pred, target, data_range=max_depth_cm / MIN_DEPTH_CM, reduction="none")
+        smap = ssim(masked_pred, target, data_range=max_depth / min_depth, reduction="none")
         l_ssim = _weighted_mean((1.0 - smap) / 2.0, _centre_weights(valid, 11, smap.dtype))
         loss = w_depth * l_depth + w_grad * l_grad + w_ssim * l_ssim
     if return_terms:

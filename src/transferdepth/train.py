@@ -40,7 +40,8 @@ from transferdepth.checkpoint import CONFIG_FILE, WEIGHTS_FILE, load_checkpoint,
 from transferdepth.config import ARCHITECTURE_KEYS, ConfigError, TrainConfig, save_config
 from transferdepth.data import open_dataset
 from transferdepth.data.transforms import EvalTransform, TrainTransform, TransformedDataset
-from transferdepth.losses import depth_loss, depthnorm_to_depth
+from transferdepth.inference import infer
+from transferdepth.losses import depth_loss
 from transferdepth.metrics import depth_metrics
 from transferdepth.models import DepthNet, build_model
 from transferdepth.utils import atomic_write
@@ -262,9 +263,8 @@ def validate(model: DepthNet, loader: DataLoader, device: torch.device,
     preds, gts, first = [], [], {}
     for batch in loader:
         x = batch["image"].to(device)
-        with _autocast(device, amp):
-            dn = model(x)
-        pred = depthnorm_to_depth(dn.float(), model.max_depth_cm).clamp(0.1, 10.0).cpu()
+        out_size = tuple(batch["depth"].shape[-2:])
+        pred = infer(model, x, flip=False, normalized=True, output_size=out_size, amp=amp).cpu()
         gt = torch.where(batch["valid"], batch["depth"], torch.zeros_like(batch["depth"]))
         preds.append(pred[:, 0].numpy())
         gts.append(gt[:, 0].numpy())
@@ -274,7 +274,7 @@ def validate(model: DepthNet, loader: DataLoader, device: torch.device,
         model.train()
     pred_all, gt_all = np.concatenate(preds), np.concatenate(gts)
     h, w = gt_all.shape[1:]
-    metrics = depth_metrics(pred_all, gt_all, "eigen", crop=(0, h - 1, 0, w - 1))
+    metrics = depth_metrics(pred_all, gt_all, "eigen", crop=(0, h - 1, 0, w - 1), max_depth=model.max_depth)
     metrics["protocol"] = "val: eigen masking, no crop, half resolution"
     return metrics, first
 
@@ -387,7 +387,8 @@ def train(cfg: TrainConfig, out_dir: str | os.PathLike, resume: bool = False, ov
                 with _autocast(device, amp):
                     pred = net(x)
                 loss, terms = depth_loss(pred, depth, valid, w_depth=cfg.w_depth, w_grad=cfg.w_grad,
-                                         w_ssim=cfg.w_ssim, max_depth_cm=model.max_depth_cm, return_terms=True)
+                                         w_ssim=cfg.w_ssim, max_depth=model.max_depth,
+                                         min_depth=model.min_depth, return_terms=True)
                 opt.zero_grad(set_to_none=True)
                 finite = _all_true(math.isfinite(terms["loss"]), device)
                 if finite:

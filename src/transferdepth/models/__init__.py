@@ -15,17 +15,20 @@ from transferdepth.models.encoders import (
     get_spec,
     register,
 )
+from transferdepth.recipe import MAX_DEPTH_M, MIN_DEPTH_M
 
 __all__ = ["DenseDepthDecoder", "DepthNet", "EncoderSpec", "FeatureInfo", "available_encoders",
            "build_classifier", "build_encoder", "build_model", "get_spec", "register"]
 
 
 def build_model(encoder: str, decoder_width: float = 0.5,
-                pretrained: bool | str | os.PathLike = True) -> DepthNet:
+                pretrained: bool | str | os.PathLike = True, *, min_depth: float = MIN_DEPTH_M,
+                max_depth: float = MAX_DEPTH_M) -> DepthNet:
     """A DenseDepth network: (N,3,H,W) normalised RGB -> (N,1,H/2,W/2) DepthNorm.
 
     pretrained: True = ImageNet weights from the cache / hub / registry mirror (see `transferdepth.weights`),
     a path = ImageNet weights from that file, False = random initialisation.
+    min_depth, max_depth: the model's depth range in metres (DenseDepth's NYU range by default).
     """
     spec = get_spec(encoder)
     state = None
@@ -34,4 +37,4 @@ def build_model(encoder: str, decoder_width: float = 0.5,
 
         path = None if pretrained is True else pretrained
         state, _ = load_imagenet_state(encoder, path)
-    return DepthNet(build_encoder(encoder, state), spec, decoder_width)
+    return DepthNet(build_encoder(encoder, state), spec, decoder_width, min_depth, max_depth)

@@ -6,28 +6,29 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from transferdepth.losses import depthnorm_to_depth
 from transferdepth.models.decoder import DenseDepthDecoder
 from transferdepth.models.encoders import EncoderSpec
+from transferdepth.recipe import MAX_DEPTH_M, MIN_DEPTH_M, check_depth_range
 
 PAD_MULTIPLE = 32
 
 
 class DepthNet(nn.Module):
-    """forward: (N,3,H,W) normalised RGB -> (N,1,ceil(H/2),ceil(W/2)) DepthNorm (max_depth_cm / depth_cm).
+    """forward: (N,3,H,W) normalised RGB -> (N,1,ceil(H/2),ceil(W/2)) DepthNorm (max_depth / depth).
 
     Inputs whose sides are not multiples of 32 are padded (replicate, bottom/right) and the output is
-    cropped back, so any size works.
+    cropped back, so any size works. `min_depth`, `max_depth` (metres) are the model's depth range: the
+    DepthNorm scale and the clamp of every prediction (`transferdepth.inference.infer` gives metres).
     """
 
     def __init__(self, encoder: nn.Module, spec: EncoderSpec, decoder_width: float = 0.5,
-                 max_depth_cm: float = 1000.0):
+                 min_depth: float = MIN_DEPTH_M, max_depth: float = MAX_DEPTH_M):
         super().__init__()
         self.encoder = encoder
         self.spec = spec
         self.encoder_name = spec.name
         self.decoder_width = decoder_width
-        self.max_depth_cm = max_depth_cm
+        self.min_depth, self.max_depth = check_depth_range(min_depth, max_depth, "DepthNet")
         by_stride = {f.stride: f.channels for f in spec.skips[:-1]}
         self._skip_strides = [f.stride for f in spec.skips[:-1]]
         self.decoder = DenseDepthDecoder(
@@ -51,18 +52,7 @@ class DepthNet(nn.Module):
         """(N,3,H,W) RGB in [0,1] -> the encoder's normalised input."""
         return (rgb01 - self.mean) / self.std
 
-    @torch.no_grad()
-    def predict_metres(self, rgb01: torch.Tensor, flip: bool = True, min_depth: float = 0.1,
-                       max_depth: float = 10.0) -> torch.Tensor:
-        """(N,3,H,W) RGB in [0,1] -> (N,1,H,W) depth in metres at the input's resolution.
-
-        Inverts DepthNorm, averages with the mirrored image's prediction (flip=True),
-        upsamples x2 bilinearly to the input size, clamps to [min_depth, max_depth] metres.
-        """
-        x = self.normalize(rgb01)
-        depth = depthnorm_to_depth(self(x), self.max_depth_cm)
-        if flip:  # as DenseDepth: average the two predictions in metres
-            mirrored = depthnorm_to_depth(self(torch.flip(x, dims=[-1])), self.max_depth_cm)
-            depth = 0.5 * (depth + torch.flip(mirrored, dims=[-1]))
-        depth = F.interpolate(depth, size=rgb01.shape[-2:], mode="bilinear", align_corners=False)
-        return depth.clamp(min_depth, max_depth)
+    @property
+    def max_depth_cm(self) -> float:
+        """DenseDepth's `maxDepth` (centimetres) for this model's range."""
+        return self.max_depth * 100.0
