@@ -18,7 +18,7 @@ from typing import Any
 
 import yaml
 
-from transferdepth.data.transforms import DENSEDEPTH_SWAP_P
+from transferdepth.recipe import DENSEDEPTH_SWAP_P
 
 
 class ConfigError(ValueError):

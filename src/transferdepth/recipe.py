@@ -21,6 +21,9 @@ MIN_DEPTH_M = 0.1
 MAX_DEPTH_M = 10.0
 KITTI_MAX_DEPTH_M = 80.0
 
+# DenseDepth's effective colour channel swap rate, 0.5 * 5/7 (derivation in data/transforms.py).
+DENSEDEPTH_SWAP_P = 5 / 14
+
 # NYU Depth V2 Kinect colour camera at 640x480 (Silberman et al. 2012 toolbox), pixels.
 NYU_FX, NYU_FY, NYU_CX, NYU_CY = 518.8579, 519.4696, 325.5824, 253.7362
 NYU_SIZE = (640, 480)  # (W, H)
@@ -60,3 +63,21 @@ def nyu_intrinsics(height: int, width: int) -> np.ndarray:
     return np.array([[NYU_FX * sx, 0.0, (NYU_CX + 0.5) * sx - 0.5],
                      [0.0, NYU_FY * sy, (NYU_CY + 0.5) * sy - 0.5],
                      [0.0, 0.0, 1.0]], dtype=np.float64)
+
+
+# Training recipes: named sets of `TrainConfig` values (`transferdepth train --recipe NAME`), applied before
+# the YAML file and the command line. Every key, and every difference from DenseDepth's code that these
+# presets keep or remove, is listed in docs/faithfulness.md with its DenseDepth commit and its effect.
+_DENSEDEPTH_COMMON: dict[str, object] = {
+    "lr": 1e-4, "beta1": 0.9, "beta2": 0.999, "adam_amsgrad": True, "adam_eps": 1e-7,
+    "batch_size": 8, "w_depth": 0.1, "w_grad": 1.0, "w_ssim": 1.0, "flip_p": 0.5, "swap_p": DENSEDEPTH_SWAP_P,
+    "min_depth": MIN_DEPTH_M, "max_depth": MAX_DEPTH_M, "decoder_init": "glorot", "bn_momentum": 0.01,
+    "bottleneck_relu": None,  # None: the encoder's registry default (ReLU after DenseNets' norm5, as DenseDepth)
+}
+PRESETS: dict[str, dict[str, object]] = {
+    # DenseDepth's code since March 2019 (ea4a455 "missing ReLU", 10a688f "always use reduced decoder").
+    "densedepth": {**_DENSEDEPTH_COMMON, "decoder_width": 0.5, "decoder_act_a": True},
+    # The paper and the released nyu.h5 (commit 2124ac9): full decoder (42.6M parameters), no act after convA.
+    "densedepth-2018": {**_DENSEDEPTH_COMMON, "decoder_width": 1.0, "decoder_act_a": False},
+}
+DEFAULT_PRESET = "densedepth"

@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from transferdepth.data.base import DatasetError, check_sample
+from transferdepth.recipe import DENSEDEPTH_SWAP_P  # noqa: F401  (derivation below; one home: recipe.py)
 
 # The five permutations of (R, G, B) that change the image; the identity is excluded on purpose.
 SWAPS = ((0, 2, 1), (1, 0, 2), (1, 2, 0), (2, 0, 1), (2, 1, 0))
@@ -39,7 +40,6 @@ SWAPS = ((0, 2, 1), (1, 0, 2), (1, 2, 0), (2, 0, 1), (2, 1, 0))
 #     if random.uniform(0, 1) >= color_change_ratio: policy_idx = 0             # keep with prob 0.5
 # so P(changed) = 0.5 * 5/7 = 5/14 ~= 0.357. (The PyTorch port, RandomChannelSwap(0.5) over the 6
 # permutations including the identity, gives 0.5 * 5/6 = 5/12 ~= 0.417.) No DenseDepth variant gives 0.375.
-DENSEDEPTH_SWAP_P = 5 / 14
 
 
 def to_image_tensor(rgb: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
