@@ -1,4 +1,4 @@
-"""Small shared helpers: atomic file writes."""
+"""Small shared helpers: atomic file writes, device names."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+import torch
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
@@ -30,3 +32,26 @@ def atomic_write(path: str | os.PathLike) -> Iterator[Path]:
         os.replace(tmp_path, path)
     finally:
         tmp_path.unlink(missing_ok=True)
+
+
+def resolve_device(name: str | None, what: str = "--device") -> torch.device:
+    """'auto'/None (CUDA if available, else CPU), 'cpu', 'cuda', 'cuda:N', 'mps' -> torch.device.
+
+    Raises ValueError with one line naming `what` for an unknown name or a device this machine lacks.
+    """
+    if name is None or name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(name)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"{what}: unknown device '{name}' (expected auto, cpu, cuda, cuda:N or mps)") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"{what}: '{name}' asked for, but CUDA is not available on this machine")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ValueError(f"{what}: '{name}' asked for, but only {torch.cuda.device_count()} CUDA device(s)")
+    elif dev.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"{what}: 'mps' asked for, but MPS is not available on this machine")
+    elif dev.type not in ("cpu", "cuda", "mps"):
+        raise ValueError(f"{what}: unsupported device '{name}' (expected auto, cpu, cuda, cuda:N or mps)")
+    return dev

@@ -10,18 +10,22 @@ from torch import nn
 class UpBlock(nn.Module):
     """Bilinear upsampling to the skip's size, concat the skip, conv3x3 + LeakyReLU(0.2) twice."""
 
-    def __init__(self, in_channels: int, skip_channels: int, out_channels: int):
+    def __init__(self, in_channels: int, skip_channels: int, out_channels: int, act_a: bool = True):
         super().__init__()
         self.convA = nn.Conv2d(in_channels + skip_channels, out_channels, 3, padding=1)
         self.convB = nn.Conv2d(out_channels, out_channels, 3, padding=1)
         self.act = nn.LeakyReLU(0.2)
+        self.act_a = act_a  # DenseDepth before ea4a455 (March 2019, the released nyu.h5): no act after convA
 
     def forward(self, x: torch.Tensor, skip: torch.Tensor | None, size: tuple[int, int]) -> torch.Tensor:
         # `size` comes from a tensor's shape, so tracing/ONNX export keeps height and width dynamic.
         x = F.interpolate(x, size=size, mode="bilinear", align_corners=True)
         if skip is not None:
             x = torch.cat([x, skip], dim=1)
-        return self.act(self.convB(self.act(self.convA(x))))
+        x = self.convA(x)
+        if self.act_a:
+            x = self.act(x)
+        return self.act(self.convB(x))
 
 
 class DenseDepthDecoder(nn.Module):
@@ -30,20 +34,30 @@ class DenseDepthDecoder(nn.Module):
     skip_channels: channels at strides 2, 4, 8, 16 (0 where the encoder has no feature at that stride;
     the block then upsamples without concatenation). bottleneck: channels at stride 32.
     width: F = int(bottleneck * width); the up-blocks output F/2, F/4, F/8, F/16 channels.
+    act_a: LeakyReLU(0.2) after each block's convA as well as convB (DenseDepth since March 2019).
+    init: "torch" (PyTorch's default) or "glorot" (Keras' glorot_uniform kernels, zero biases, as DenseDepth).
     """
 
-    def __init__(self, skip_channels: tuple[int, int, int, int], bottleneck: int, width: float = 0.5):
+    def __init__(self, skip_channels: tuple[int, int, int, int], bottleneck: int, width: float = 0.5,
+                 act_a: bool = True, init: str = "torch"):
         super().__init__()
         f = int(bottleneck * width)
         if f < 16:
             raise ValueError(f"decoder_width {width} gives {f} bottleneck channels; need at least 16")
         self.conv2 = nn.Conv2d(bottleneck, f, kernel_size=1)
         c2, c4, c8, c16 = skip_channels
-        self.up1 = UpBlock(f, c16, f // 2)
-        self.up2 = UpBlock(f // 2, c8, f // 4)
-        self.up3 = UpBlock(f // 4, c4, f // 8)
-        self.up4 = UpBlock(f // 8, c2, f // 16)
+        self.up1 = UpBlock(f, c16, f // 2, act_a)
+        self.up2 = UpBlock(f // 2, c8, f // 4, act_a)
+        self.up3 = UpBlock(f // 4, c4, f // 8, act_a)
+        self.up4 = UpBlock(f // 8, c2, f // 16, act_a)
         self.conv3 = nn.Conv2d(f // 16, 1, kernel_size=3, padding=1)
+        if init not in ("torch", "glorot"):
+            raise ValueError(f"decoder_init must be 'torch' or 'glorot', got {init!r}")
+        if init == "glorot":
+            for m in self.modules():
+                if isinstance(m, nn.Conv2d):
+                    nn.init.xavier_uniform_(m.weight)
+                    nn.init.zeros_(m.bias)
 
     def forward(self, skips: dict[int, torch.Tensor], bottleneck: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
         """skips: stride -> feature map (strides 2..16, any may be absent); size: (H, W) of the input."""

@@ -22,19 +22,28 @@ class DepthNet(nn.Module):
     """
 
     def __init__(self, encoder: nn.Module, spec: EncoderSpec, decoder_width: float = 0.5,
-                 min_depth: float = MIN_DEPTH_M, max_depth: float = MAX_DEPTH_M):
+                 min_depth: float = MIN_DEPTH_M, max_depth: float = MAX_DEPTH_M, *, decoder_act_a: bool = True,
+                 bottleneck_relu: bool | None = None, decoder_init: str = "torch",
+                 input_norm: str = "imagenet"):
         super().__init__()
         self.encoder = encoder
         self.spec = spec
         self.encoder_name = spec.name
         self.decoder_width = decoder_width
         self.min_depth, self.max_depth = check_depth_range(min_depth, max_depth, "DepthNet")
+        self.decoder_act_a = bool(decoder_act_a)
+        self.bottleneck_relu = spec.bottleneck_relu if bottleneck_relu is None else bool(bottleneck_relu)
+        if input_norm not in ("imagenet", "none"):
+            raise ValueError(f"input_norm must be 'imagenet' or 'none', got {input_norm!r}")
+        self.input_norm = input_norm
         by_stride = {f.stride: f.channels for f in spec.skips[:-1]}
         self._skip_strides = [f.stride for f in spec.skips[:-1]]
         self.decoder = DenseDepthDecoder(
-            tuple(by_stride.get(s, 0) for s in (2, 4, 8, 16)), spec.skips[-1].channels, decoder_width)
-        self.register_buffer("mean", torch.tensor(spec.mean).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(spec.std).view(1, 3, 1, 1), persistent=False)
+            tuple(by_stride.get(s, 0) for s in (2, 4, 8, 16)), spec.skips[-1].channels, decoder_width,
+            act_a=self.decoder_act_a, init=decoder_init)
+        mean, std = (spec.mean, spec.std) if input_norm == "imagenet" else ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
+        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h, w = x.shape[-2:]
@@ -42,6 +51,8 @@ class DepthNet(nn.Module):
         if ph or pw:
             x = F.pad(x, (0, pw, 0, ph), mode="replicate")
         feats = self.encoder(x)
+        if self.bottleneck_relu:
+            feats = [*feats[:-1], F.relu(feats[-1])]
         skips = dict(zip(self._skip_strides, feats[:-1]))
         out = self.decoder(skips, feats[-1], x.shape[-2:])
         if ph or pw:

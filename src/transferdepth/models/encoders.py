@@ -50,6 +50,7 @@ class EncoderSpec:
     hub_file: str | None = None  # the file name the hub serves (what to download by hand)
     mirror: Mirror | None = None
     paper: bool = False  # one of the study's five encoders
+    bottleneck_relu: bool = False  # apply ReLU to the bottleneck feature before the decoder (DenseDepth's DenseNets)
     extras: dict = field(default_factory=dict)
 
     @property
