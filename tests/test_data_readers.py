@@ -17,7 +17,6 @@ import torch
 from PIL import Image
 
 from transferdepth.data import DatasetError, SkipBad, open_dataset, parse_spec
-from transferdepth.data.io import NYU_CX, NYU_FX, NYU_FY
 from transferdepth.data.nyu_npy import NyuNpy
 
 RGBD = Path(__file__).resolve().parents[2] / "shared/data/rgbd"
@@ -76,10 +75,11 @@ def test_nyu_zip_train_8bit_depth_in_metres(tmp_path):
     assert s["depth"][0, 2] == np.float32(2.0)  # 51 / 255 * 10
     assert s["depth"][0, 1] == 0.0 and not s["valid"][0, 1]
     assert s["valid"][0, 0] and s["valid"][0, 2] and s["valid"].sum() == H * W - H
-    k = s["intrinsics"]  # NYU defaults scaled from 640x480 to 8x6
+    k = s["intrinsics"]  # NYU defaults scaled from 640x480 to 8x6, pixel centres at integers
     assert k.dtype == np.float64
-    np.testing.assert_allclose(k, [[NYU_FX * W / 640, 0, NYU_CX * W / 640], [0, NYU_FY * H / 480, 253.7362 * H / 480],
-                                   [0, 0, 1]])
+    sx, sy = W / 640, H / 480
+    np.testing.assert_allclose(k, [[518.8579 * sx, 0, (325.5824 + 0.5) * sx - 0.5],
+                                   [0, 519.4696 * sy, (253.7362 + 0.5) * sy - 0.5], [0, 0, 1]])
 
 
 def test_nyu_zip_test_16bit_millimetres(tmp_path):

@@ -16,11 +16,6 @@ from PIL import Image, UnidentifiedImageError
 
 from transferdepth.data.base import DatasetError
 
-# NYU Depth V2 Kinect colour camera at 640x480 (Silberman et al. 2012 toolbox).
-NYU_FX, NYU_FY, NYU_CX, NYU_CY = 518.8579, 519.4696, 325.5824, 253.7362
-NYU_SIZE = (640, 480)  # (W, H)
-NYU_MAX_DEPTH = 10.0  # metres
-
 _16BIT_MODES = {"I;16", "I;16B", "I;16L", "I;16N"}
 
 ImageSource = str | Path | bytes
@@ -116,12 +111,6 @@ def metres_valid(depth: np.ndarray, max_depth: float | None = None) -> tuple[np.
 def intrinsics(fx: float, fy: float, cx: float, cy: float) -> np.ndarray:
     """3x3 float64 pinhole camera matrix in pixels."""
     return np.array([[fx, 0.0, cx], [0.0, fy, cy], [0.0, 0.0, 1.0]], dtype=np.float64)
-
-
-def nyu_intrinsics(width: int, height: int) -> np.ndarray:
-    """NYU Kinect intrinsics, scaled from 640x480 to an image of `width` x `height` pixels."""
-    sx, sy = width / NYU_SIZE[0], height / NYU_SIZE[1]
-    return intrinsics(NYU_FX * sx, NYU_FY * sy, NYU_CX * sx, NYU_CY * sy)
 
 
 def check_same_size(

@@ -17,14 +17,13 @@ from torch.utils.data import Dataset
 
 from transferdepth.data.base import DatasetError, Sample, check_sample, normalize_index
 from transferdepth.data.io import (
-    NYU_MAX_DEPTH,
     check_same_size,
     decode_depth_raw,
     decode_rgb,
     intrinsics,
-    nyu_intrinsics,
     raw_to_metres,
 )
+from transferdepth.recipe import MAX_DEPTH_M, nyu_intrinsics
 
 SUBFOLDERS = ("", "sync", "official_splits/test")
 
@@ -87,8 +86,8 @@ class NyuBts(Dataset):
         rgb = decode_rgb(rgb_path, self.source, index, str(rgb_path))
         raw = decode_depth_raw(depth_path, self.source, index, str(depth_path), bits=16)
         check_same_size(rgb, raw, self.source, index, str(rgb_path), str(depth_path))
-        depth, valid = raw_to_metres(raw, 0.001, invalid=(0,), max_depth=NYU_MAX_DEPTH)
+        depth, valid = raw_to_metres(raw, 0.001, invalid=(0,), max_depth=MAX_DEPTH_M)
         h, w = depth.shape
-        k = intrinsics(focal, focal, w / 2, h / 2) if focal is not None else nyu_intrinsics(w, h)
+        k = intrinsics(focal, focal, w / 2, h / 2) if focal is not None else nyu_intrinsics(h, w)
         sample = {"rgb": rgb, "depth": depth, "valid": valid, "intrinsics": k, "name": rgb_rel.lstrip("/")}
         return check_sample(sample, self.source, index)

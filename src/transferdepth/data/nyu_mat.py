@@ -17,7 +17,8 @@ import numpy as np
 from torch.utils.data import Dataset
 
 from transferdepth.data.base import DatasetError, Sample, check_sample, normalize_index
-from transferdepth.data.io import NYU_MAX_DEPTH, metres_valid, nyu_intrinsics
+from transferdepth.data.io import metres_valid
+from transferdepth.recipe import MAX_DEPTH_M, nyu_intrinsics
 
 SPLIT_KEYS = {"train": "trainNdxs", "test": "testNdxs"}
 
@@ -117,10 +118,10 @@ class NyuMat(Dataset):
         f = self._file()
         try:
             rgb = np.ascontiguousarray(f["images"][ndx - 1].transpose(2, 1, 0))  # (3,W,H) -> (H,W,3)
-            depth, valid = metres_valid(f["depths"][ndx - 1].T, NYU_MAX_DEPTH)  # (W,H) -> (H,W)
+            depth, valid = metres_valid(f["depths"][ndx - 1].T, MAX_DEPTH_M)  # (W,H) -> (H,W)
         except (OSError, KeyError) as e:
             raise DatasetError(self.source, f"cannot read image {ndx}: {e}", index, str(self.path)) from e
         h, w = depth.shape
-        sample = {"rgb": rgb, "depth": depth, "valid": valid, "intrinsics": nyu_intrinsics(w, h),
+        sample = {"rgb": rgb, "depth": depth, "valid": valid, "intrinsics": nyu_intrinsics(h, w),
                   "name": f"labeled_{ndx:04d}"}
         return check_sample(sample, self.source, index)

@@ -21,7 +21,8 @@ import numpy as np
 from torch.utils.data import Dataset
 
 from transferdepth.data.base import DatasetError, Sample, check_sample, normalize_index
-from transferdepth.data.io import NYU_MAX_DEPTH, metres_valid, nyu_intrinsics
+from transferdepth.data.io import metres_valid
+from transferdepth.recipe import MAX_DEPTH_M, nyu_intrinsics
 
 RGB, DEPTH, CROP = "eigen_test_rgb.npy", "eigen_test_depth.npy", "eigen_test_crop.npy"
 
@@ -181,8 +182,8 @@ class NyuNpy(Dataset):
     def __getitem__(self, index: int) -> Sample:
         index = normalize_index(index, len(self), self.source)
         rgb = self._read(RGB, index)
-        depth, valid = metres_valid(self._read(DEPTH, index), NYU_MAX_DEPTH)
+        depth, valid = metres_valid(self._read(DEPTH, index), MAX_DEPTH_M)
         h, w = depth.shape
-        sample = {"rgb": rgb, "depth": depth, "valid": valid, "intrinsics": nyu_intrinsics(w, h),
+        sample = {"rgb": rgb, "depth": depth, "valid": valid, "intrinsics": nyu_intrinsics(h, w),
                   "name": f"eigen_test_{index:04d}"}
         return check_sample(sample, self.source, index)

@@ -19,13 +19,12 @@ from torch.utils.data import Dataset
 
 from transferdepth.data.base import DatasetError, Sample, check_sample, normalize_index
 from transferdepth.data.io import (
-    NYU_MAX_DEPTH,
     check_same_size,
     decode_depth_raw,
     decode_rgb,
-    nyu_intrinsics,
     raw_to_metres,
 )
+from transferdepth.recipe import MAX_DEPTH_M, nyu_intrinsics
 
 # split -> (csv member, depth bit depth, metres per raw unit)
 SPLITS = {
@@ -99,8 +98,8 @@ class NyuZip(Dataset):
         rgb = decode_rgb(self._member(rgb_name, index), self.source, index, rgb_name)
         raw = decode_depth_raw(self._member(depth_name, index), self.source, index, depth_name, self.bits)
         check_same_size(rgb, raw, self.source, index, rgb_name, depth_name)
-        depth, valid = raw_to_metres(raw, self.scale, invalid=(0,), max_depth=NYU_MAX_DEPTH)
+        depth, valid = raw_to_metres(raw, self.scale, invalid=(0,), max_depth=MAX_DEPTH_M)
         h, w = depth.shape
-        sample = {"rgb": rgb, "depth": depth, "valid": valid, "intrinsics": nyu_intrinsics(w, h),
+        sample = {"rgb": rgb, "depth": depth, "valid": valid, "intrinsics": nyu_intrinsics(h, w),
                   "name": rgb_name}
         return check_sample(sample, self.source, index)

@@ -23,19 +23,10 @@ from functools import lru_cache
 import numpy as np
 
 from transferdepth.data.base import DatasetError, Sample
+from transferdepth.recipe import nyu_intrinsics
 
-NYU_INTRINSICS_640x480 = (518.8579, 519.4696, 325.5824, 253.7362)  # fx, fy, cx, cy in pixels
 MIN_DEPTH_M, MAX_DEPTH_M = 0.5, 10.0
 SOURCE = "procedural"
-
-
-def nyu_intrinsics(height: int, width: int) -> np.ndarray:
-    """NYU Kinect 3x3 camera matrix (pixels) for an image of height x width; pixel centres at integers."""
-    fx, fy, cx, cy = NYU_INTRINSICS_640x480
-    sx, sy = width / 640.0, height / 480.0
-    return np.array([[fx * sx, 0.0, (cx + 0.5) * sx - 0.5],
-                     [0.0, fy * sy, (cy + 0.5) * sy - 0.5],
-                     [0.0, 0.0, 1.0]])
 
 
 class ProceduralScenes:
