@@ -19,10 +19,12 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import lru_cache
+from typing import Any
 
 import numpy as np
 
 from transferdepth.data.base import DatasetError, Sample
+from transferdepth.data.registry import no_split, opt_int, register_source
 from transferdepth.recipe import nyu_intrinsics
 
 MIN_DEPTH_M, MAX_DEPTH_M = 0.5, 10.0
@@ -615,3 +617,14 @@ def _shade(builder: _Builder, parts: list, origin: np.ndarray, dirs: np.ndarray,
                 shade[near] *= 1 - 0.45 * np.exp(-np.sqrt(d2[near]) / 0.12)
         colour[idx] = albedo * shade[:, None]
     return colour
+
+
+def _open(spec: str, path: str, split: str | None, opts: dict[str, Any]) -> ProceduralScenes:
+    no_split(spec, split, "use another seed for a different set")
+    if "n" not in opts:
+        raise DatasetError(spec, "procedural needs n=COUNT")
+    return ProceduralScenes(**opts)
+
+
+register_source("procedural", _open, {"n": opt_int, "seed": opt_int, "height": opt_int, "width": opt_int},
+                takes_path=False)
