@@ -99,7 +99,7 @@ class NyuZip(Dataset):
             raise DatasetError(self.source, "member listed in the CSV is missing from the zip",
                                index, name) from e
         if self.max_member_bytes is not None and info.file_size > self.max_member_bytes:
-            raise DatasetError(self.source, f"member is {info.file_size / 1e6:.1f} MB uncompressed, over the "
+            raise DatasetError(self.source, f"member is {info.file_size / 1e6:.3g} MB uncompressed, over the "
                                f"{self.max_member_bytes / 1e6:g} MB cap (option max_member_mb=)", index, name)
         try:
             return zf.read(info)
