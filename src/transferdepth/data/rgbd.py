@@ -13,6 +13,7 @@ from typing import Any
 from transferdepth.data.base import DatasetError
 from transferdepth.data.folder import FOLDER_OPTIONS, Folder, open_folder
 from transferdepth.data.registry import register_source, suggest
+from transferdepth.recipe import NYU_CX, NYU_CY, NYU_FX, NYU_FY
 
 RGBD_ENV = "TRANSFERDEPTH_RGBD"
 
@@ -24,7 +25,7 @@ RGBD_PRESETS: dict[str, dict[str, str]] = {
                       "intrinsics": "518,519,325.5,253.5"},
     "nyu-samples": {"rgb": "rgb/rgb_*.jpg", "depth": "depth/sync_depth_*.png", "scale": "0.001",
                     "invalid": "0", "max_depth": "10",
-                    "intrinsics": "518.8579,519.46961,325.58245,253.73617"},
+                    "intrinsics": f"{NYU_FX},{NYU_FY},{NYU_CX},{NYU_CY}"},  # NYU's camera at 640x480
 }
 
 
