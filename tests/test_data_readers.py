@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import pickle
 import sys
-import types
 import zipfile
 from pathlib import Path
 
@@ -16,8 +15,7 @@ import scipy.io
 import torch
 from PIL import Image
 
-from transferdepth.data import DatasetError, SkipBad, open_dataset, parse_spec
-from transferdepth.data.io import NYU_CX, NYU_FX, NYU_FY
+from transferdepth.data import DatasetError, SkipBad, open_dataset, parse_spec, procedural
 from transferdepth.data.nyu_npy import NyuNpy
 
 RGBD = Path(__file__).resolve().parents[2] / "shared/data/rgbd"
@@ -76,10 +74,11 @@ def test_nyu_zip_train_8bit_depth_in_metres(tmp_path):
     assert s["depth"][0, 2] == np.float32(2.0)  # 51 / 255 * 10
     assert s["depth"][0, 1] == 0.0 and not s["valid"][0, 1]
     assert s["valid"][0, 0] and s["valid"][0, 2] and s["valid"].sum() == H * W - H
-    k = s["intrinsics"]  # NYU defaults scaled from 640x480 to 8x6
+    k = s["intrinsics"]  # NYU defaults scaled from 640x480 to 8x6, pixel centres at integers
     assert k.dtype == np.float64
-    np.testing.assert_allclose(k, [[NYU_FX * W / 640, 0, NYU_CX * W / 640], [0, NYU_FY * H / 480, 253.7362 * H / 480],
-                                   [0, 0, 1]])
+    sx, sy = W / 640, H / 480
+    np.testing.assert_allclose(k, [[518.8579 * sx, 0, (325.5824 + 0.5) * sx - 0.5],
+                                   [0, 519.4696 * sy, (253.7362 + 0.5) * sy - 0.5], [0, 0, 1]])
 
 
 def test_nyu_zip_test_16bit_millimetres(tmp_path):
@@ -410,9 +409,7 @@ def test_procedural_dispatch(monkeypatch):
             calls.append((n, seed, height, width))
             super().__init__(range(n))
 
-    module = types.ModuleType("transferdepth.data.procedural")
-    module.ProceduralScenes = FakeScenes
-    monkeypatch.setitem(sys.modules, "transferdepth.data.procedural", module)
+    monkeypatch.setattr(procedural, "ProceduralScenes", FakeScenes)  # the source registered in procedural.py
     assert len(open_dataset("procedural:n=5&seed=3&height=32&width=48")) == 5
     assert len(open_dataset("procedural:n=2")) == 2
     assert calls == [(5, 3, 32, 48), (2, 0, 240, 320)]
@@ -445,3 +442,50 @@ def test_spec_errors_name_the_choices():
         open_dataset("procedural:seed=1")
     with pytest.raises(DatasetError, match="contradicts"):
         open_dataset("nyu-mat:/x.mat?split=test", split="train")
+
+
+def test_a_new_source_is_one_new_module(tmp_path, monkeypatch):
+    """A source in a new file of the package (here: a folder added to the package's __path__) is found by
+    open_dataset through discovery, with no change to registry.py."""
+    import transferdepth.data as data_pkg
+    from transferdepth.data import registry
+
+    (tmp_path / "tmp_constant_source.py").write_text(
+        "import numpy as np\n"
+        "from transferdepth.data.registry import opt_float, register_source\n\n"
+        "class Constant:\n"
+        "    def __init__(self, path, depth):\n"
+        "        self.path, self.depth = path, depth\n"
+        "    def __len__(self):\n"
+        "        return 2\n"
+        "    def __getitem__(self, i):\n"
+        "        return {'rgb': np.zeros((2, 2, 3), np.uint8), 'depth': np.full((2, 2), self.depth, np.float32),\n"
+        "                'valid': np.ones((2, 2), bool), 'intrinsics': None, 'name': f'{self.path}/{i}'}\n\n"
+        "def _open(spec, path, split, opts):\n"
+        "    return Constant(path, opts.get('depth', 1.0))\n\n"
+        "register_source('tmp-constant', _open, {'depth': opt_float})\n")
+    monkeypatch.setattr(registry, "_SOURCES", dict(registry.sources()))  # registrations undone afterwards
+    with pytest.raises(DatasetError, match="unknown scheme 'tmp-constant'"):
+        open_dataset("tmp-constant:here?depth=2.5")
+    monkeypatch.setattr(data_pkg, "__path__", [*data_pkg.__path__, str(tmp_path)])
+    try:
+        ds = open_dataset("tmp-constant:here?depth=2.5", skip_bad=True)
+        assert len(ds) == 2 and ds[1]["name"] == "here/1" and ds[1]["depth"][0, 0] == 2.5
+        assert "tmp-constant" in registry.sources() and "nyu-zip" in registry.sources()
+        with pytest.raises(DatasetError, match=r"unknown option 'dpth'.*did you mean 'depth'"):
+            open_dataset("tmp-constant:here?dpth=2")
+        with pytest.raises(ValueError, match="registered twice"):
+            registry.register_source("nyu-zip", lambda spec, path, split, opts: [])
+    finally:
+        sys.modules.pop("transferdepth.data.tmp_constant_source", None)
+
+
+def test_every_builtin_scheme_is_registered_by_its_reader_module():
+    from transferdepth.data.registry import sources
+
+    modules = {scheme: s.module for scheme, s in sources().items()}
+    assert {k: modules[k] for k in ("nyu-zip", "nyu-npy", "nyu-mat", "nyu-bts", "folder", "procedural", "rgbd")} == {
+        "nyu-zip": "transferdepth.data.nyu_zip", "nyu-npy": "transferdepth.data.nyu_npy",
+        "nyu-mat": "transferdepth.data.nyu_mat", "nyu-bts": "transferdepth.data.nyu_bts",
+        "folder": "transferdepth.data.folder", "procedural": "transferdepth.data.procedural",
+        "rgbd": "transferdepth.data.rgbd"}

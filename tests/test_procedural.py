@@ -12,8 +12,8 @@ from transferdepth.data.procedural import (
     _cast,
     _Object,
     _Part,
-    nyu_intrinsics,
 )
+from transferdepth.recipe import nyu_intrinsics
 
 FLIP = np.diag([-1.0, -1.0, 1.0])  # camera looking along world +z, upright (yaw = pitch = roll = 0)
 

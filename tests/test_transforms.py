@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 import torch
+from skimage.transform import resize as sk_resize
 
 from transferdepth.data.base import DatasetError
 from transferdepth.data.transforms import (
@@ -9,6 +10,7 @@ from transferdepth.data.transforms import (
     EvalTransform,
     TrainTransform,
     TransformedDataset,
+    antialias_resize,
     channel_swap,
     downsample_half,
     masked_resize,
@@ -154,3 +156,93 @@ def test_bad_inputs_raise_clear_errors():
     s["depth"] = s["depth"].astype(np.float64)
     with pytest.raises(DatasetError, match="depth must be float32"):
         EvalTransform(MEAN, STD)(s)
+
+
+# ---------------------------------------------------------------- target_resize (half-resolution target)
+
+def nyu_resize(a: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """DenseDepth's nyu_resize: skimage resize with preserve_range, mode='reflect', anti_aliasing=True."""
+    return sk_resize(a, size, preserve_range=True, mode="reflect", anti_aliasing=True)
+
+
+def hole_free_depth(h=24, w=32, seed=0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    depth = rng.uniform(0.3, 9.5, (h, w))
+    depth[:, : w // 2] = 1.0 + np.arange(h)[:, None] * 0.2  # an edge: near rows next to random far values
+    return depth.astype(np.float32)
+
+
+def train_target(depth, valid, **kw):
+    h, w = depth.shape
+    sample = {"rgb": np.zeros((h, w, 3), np.uint8), "depth": depth, "valid": valid, "intrinsics": None,
+              "name": "t"}
+    out = TrainTransform(MEAN, STD, flip_p=0.0, swap_p=0.0, **kw)(sample, np.random.default_rng(0))
+    return out["depth"][0].numpy(), out["valid"][0].numpy()
+
+
+@pytest.mark.parametrize("shape", [(24, 32), (48, 64), (25, 33)])
+def test_inverse_antialias_reproduces_densedepth(shape):
+    depth = hole_free_depth(*shape)
+    got, ok = train_target(depth, np.ones(shape, bool), target_resize="inverse_antialias")
+    # DenseDepth: y = clip(depth_cm, 0, 1000); DepthNorm(y) = 1000 / y; nyu_resize(DepthNorm(y), H/2) (in metres:
+    # 10 / depth, the same ratio); our target is that map converted back to metres.
+    dn_small = nyu_resize((10.0 / np.clip(depth.astype(np.float64), 0.1, 10.0))[..., None],
+                          (shape[0] // 2, shape[1] // 2))[..., 0]
+    assert ok.all() and got.dtype == np.float32
+    np.testing.assert_allclose(got, 10.0 / dn_small, rtol=2e-6)
+    mean_target, _ = train_target(depth, np.ones(shape, bool))  # the default, mask_mean, differs at edges
+    assert np.abs(mean_target - got).max() > 0.05
+
+
+def test_inverse_antialias_uses_the_depth_range():
+    depth = hole_free_depth()
+    depth[0, 0] = 30.0  # beyond max_depth=20: clipped before DepthNorm, as DenseDepth's clip does
+    got, _ = train_target(depth, np.ones(depth.shape, bool), target_resize="inverse_antialias",
+                          min_depth=0.5, max_depth=20.0)
+    ref = 20.0 / nyu_resize(20.0 / np.clip(depth.astype(np.float64), 0.5, 20.0), (12, 16))
+    np.testing.assert_allclose(got, ref, rtol=2e-6)
+
+
+def test_inverse_antialias_holes_are_mask_aware():
+    depth = hole_free_depth()
+    valid = np.ones(depth.shape, bool)
+    valid[5:9, 3:11] = False
+    valid[:, -1] = False
+    depth[~valid] = np.nan  # garbage in holes must not reach valid pixels
+    got, ok = train_target(depth, valid, target_resize="inverse_antialias")
+    dn = np.where(valid, 10.0 / np.clip(np.nan_to_num(depth).astype(np.float64), 0.1, 10.0), 0.0)
+    weight = nyu_resize(valid.astype(np.float64), (12, 16))
+    ref_ok = weight > 0.5
+    np.testing.assert_array_equal(ok, ref_ok)
+    assert 0 < ok.sum() < ok.size
+    np.testing.assert_allclose(got[ok], (10.0 * weight / nyu_resize(dn, (12, 16)))[ok], rtol=2e-6)
+    assert np.all(got[~ok] == 0.0) and np.isfinite(got).all()
+    const, ok2 = train_target(np.where(valid, 3.0, np.nan).astype(np.float32), valid,
+                              target_resize="inverse_antialias")
+    np.testing.assert_allclose(const[ok2], 3.0, rtol=1e-6)
+
+
+def test_mask_mean_target_is_the_block_mean_of_valid_metres():
+    depth = hole_free_depth(6, 8)
+    valid = np.ones((6, 8), bool)
+    valid[0, 0] = valid[0, 1] = valid[1, 0] = False
+    valid[2:4, 2:4] = False
+    got, ok = train_target(np.where(valid, depth, -5.0).astype(np.float32), valid, target_resize="mask_mean")
+    for i in range(3):
+        for j in range(4):
+            block, vb = depth[2 * i:2 * i + 2, 2 * j:2 * j + 2], valid[2 * i:2 * i + 2, 2 * j:2 * j + 2]
+            assert ok[i, j] == vb.any()
+            assert got[i, j] == pytest.approx(block[vb].mean() if vb.any() else 0.0, rel=1e-6)
+
+
+def test_antialias_resize_matches_skimage_on_odd_factors():
+    a = np.random.default_rng(1).uniform(0, 100, (40, 41))
+    for size in ((13, 7), (40, 20), (39, 41)):
+        np.testing.assert_allclose(antialias_resize(a, size), nyu_resize(a, size), rtol=1e-12, atol=1e-12)
+
+
+def test_bad_target_resize_and_range():
+    with pytest.raises(DatasetError, match="target_resize must be one of mask_mean, inverse_antialias"):
+        TrainTransform(MEAN, STD, target_resize="bilinear")
+    with pytest.raises(DatasetError, match="min_depth"):
+        TrainTransform(MEAN, STD, target_resize="inverse_antialias", min_depth=5.0, max_depth=1.0)

@@ -13,7 +13,6 @@ from __future__ import annotations
 from typing import Any, TypedDict
 
 import numpy as np
-from torch.utils.data import Dataset
 
 
 class Sample(TypedDict):
@@ -35,21 +34,6 @@ class DatasetError(ValueError):
         if path is not None:
             where += f" ({path})"
         super().__init__(f"{where}: {message}")
-
-
-class DatasetWrapper(Dataset):
-    """Base of datasets that wrap another: same length, unknown attributes (`crop`, `source`) forwarded."""
-
-    def __init__(self, dataset: Dataset):
-        self.dataset = dataset
-
-    def __getattr__(self, name: str) -> Any:
-        if name.startswith("__") or name == "dataset":
-            raise AttributeError(name)
-        return getattr(self.dataset, name)
-
-    def __len__(self) -> int:
-        return len(self.dataset)
 
 
 def normalize_index(index: int, n: int, source: str) -> int:

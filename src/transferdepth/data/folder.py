@@ -8,15 +8,17 @@ many (e.g. `img_0001.jpg` vs `d_1.png`) they are paired in natural sorted order;
 Depth images: 16-bit PNG or 16-bit binary PGM (`bits=16`, default), or 8-bit (`bits=8`; `bits=None` takes
 either). metres = raw * scale; raw values in `invalid` (and 0 m) are holes; `max_depth` (metres) marks
 farther pixels invalid. `index=(lo, hi)` keeps pairs whose frame number (the last integer in the key)
-is in [lo, hi); either end may be None. Intrinsics: given (fx, fy, cx, cy), else a 3x3
+is in [lo, hi); either end may be None; bounds are frame numbers >= 0 with lo <= hi (not Python slice
+positions: a negative bound is an error). Intrinsics: given (fx, fy, cx, cy), else a 3x3
 `camera-intrinsics.txt` in the root if present, else None.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from torch.utils.data import Dataset
@@ -24,6 +26,7 @@ from torch.utils.data import Dataset
 from transferdepth.data.base import DatasetError, Sample, check_sample, normalize_index
 from transferdepth.data.io import check_same_size, decode_depth_raw, decode_rgb, raw_to_metres
 from transferdepth.data.io import intrinsics as camera_matrix
+from transferdepth.data.registry import no_split, opt_float, opt_floats, opt_text, register_source
 
 INTRINSICS_FILE = "camera-intrinsics.txt"
 
@@ -66,6 +69,16 @@ def frame_number(key: str) -> int | None:
     """The last integer in a key (`frame-000800` -> 800), or None."""
     nums = re.findall(r"\d+", key)
     return int(nums[-1]) if nums else None
+
+
+def check_frame_range(lo: int | None, hi: int | None) -> None:
+    """ValueError unless lo, hi are None or frame numbers >= 0 with lo <= hi."""
+    for name, v in (("LO", lo), ("HI", hi)):
+        if v is not None and v < 0:
+            raise ValueError(f"{name}={v}: frame numbers are >= 0 (index=LO:HI selects frame numbers, "
+                             "it is not a Python slice; leave an end empty for 'from the start'/'to the end')")
+    if lo is not None and hi is not None and lo > hi:
+        raise ValueError(f"LO={lo} > HI={hi}: expected LO <= HI")
 
 
 class Folder(Dataset):
@@ -123,6 +136,11 @@ class Folder(Dataset):
 
     def _filter(self, pairs, index: tuple[int | None, int | None]):
         lo, hi = index
+        try:
+            check_frame_range(lo, hi)
+        except ValueError as e:
+            raise DatasetError(self.source, f"index={'' if lo is None else lo}:{'' if hi is None else hi}: {e}") \
+                from None
         kept = []
         for pair in pairs:
             n = frame_number(pair[0])
@@ -166,3 +184,48 @@ class Folder(Dataset):
         k = None if self.camera is None else self.camera.copy()
         sample = {"rgb": rgb, "depth": depth, "valid": valid, "intrinsics": k, "name": rgb_rel}
         return check_sample(sample, self.source, index)
+
+
+# --- spec options and registration ---------------------------------------------------------------------
+
+def _intrinsics(text: str) -> tuple[float, ...]:
+    values = opt_floats(text)
+    if len(values) != 4:
+        raise ValueError("expected fx,fy,cx,cy (4 numbers, pixels)")
+    return values
+
+
+def _bits(text: str) -> int | None:
+    if text not in ("8", "16", "any"):
+        raise ValueError("expected 8, 16 or any")
+    return None if text == "any" else int(text)
+
+
+def _index(text: str) -> tuple[int | None, int | None]:
+    lo, colon, hi = text.partition(":")
+    if not colon:
+        raise ValueError("expected LO:HI (frame numbers, HI excluded; either may be empty)")
+    try:
+        bounds = (int(lo) if lo.strip() else None, int(hi) if hi.strip() else None)
+    except ValueError:
+        raise ValueError("expected LO:HI with integer frame numbers") from None
+    check_frame_range(*bounds)
+    return bounds
+
+
+FOLDER_OPTIONS: dict[str, Callable[[str], Any]] = {
+    "rgb": opt_text, "depth": opt_text, "scale": opt_float, "invalid": opt_floats, "max_depth": opt_float,
+    "bits": _bits, "intrinsics": _intrinsics, "index": _index,
+}
+
+
+def open_folder(spec: str, path: str, split: str | None, opts: dict[str, Any]) -> Folder:
+    """The `folder` source (also used by `rgbd` presets): a Folder from parsed FOLDER_OPTIONS."""
+    no_split(spec, split, "select frames with index=LO:HI")
+    missing = [k for k in ("rgb", "depth") if k not in opts]
+    if missing:
+        raise DatasetError(spec, f"folder needs {' and '.join(f'{k}=GLOB' for k in missing)}")
+    return Folder(path, **opts)
+
+
+register_source("folder", open_folder, FOLDER_OPTIONS)

@@ -16,18 +16,17 @@ from PIL import Image, UnidentifiedImageError
 
 from transferdepth.data.base import DatasetError
 
-# NYU Depth V2 Kinect colour camera at 640x480 (Silberman et al. 2012 toolbox).
-NYU_FX, NYU_FY, NYU_CX, NYU_CY = 518.8579, 519.4696, 325.5824, 253.7362
-NYU_SIZE = (640, 480)  # (W, H)
-NYU_MAX_DEPTH = 10.0  # metres
-
 _16BIT_MODES = {"I;16", "I;16B", "I;16L", "I;16N"}
 
 ImageSource = str | Path | bytes
 
 
 def open_image(data: ImageSource, source: str, index: int | None, path: str) -> Image.Image:
-    """Open and fully decode an image from a path or bytes; any decode failure -> DatasetError."""
+    """Open and fully decode an image from a path or bytes; any failure of the decoder -> DatasetError.
+
+    Any exception from PIL counts (OSError, SyntaxError, DecompressionBombError, struct.error, ...): a
+    decoder given hostile bytes can raise almost anything, and each is a bad sample, not a bug of ours.
+    """
     try:
         im = Image.open(io.BytesIO(data) if isinstance(data, bytes) else data)
         im.load()  # decode now: truncation only shows up here
@@ -36,8 +35,22 @@ def open_image(data: ImageSource, source: str, index: int | None, path: str) -> 
         raise DatasetError(source, "file not found", index, path) from e
     except UnidentifiedImageError as e:
         raise DatasetError(source, "not a readable image (unknown format, empty or cut short)", index, path) from e
-    except (OSError, SyntaxError, ValueError) as e:
-        raise DatasetError(source, f"cannot decode image (truncated or corrupt?): {e}", index, path) from e
+    except Image.DecompressionBombError as e:
+        raise DatasetError(source, f"image too large to decode (PIL's decompression-bomb limit): {e}",
+                           index, path) from e
+    except MemoryError as e:
+        raise DatasetError(source, "image too large to decode (out of memory)", index, path) from e
+    except Exception as e:  # noqa: BLE001 - see docstring
+        raise DatasetError(source, f"cannot decode image (truncated or corrupt?): {type(e).__name__}: {e}",
+                           index, path) from e
+
+
+def _pixels(im: Image.Image, source: str, index: int | None, path: str, mode: str | None = None) -> np.ndarray:
+    """The decoded image's pixels (converted to `mode` first if given); any failure -> DatasetError."""
+    try:
+        return np.asarray(im.convert(mode) if mode and im.mode != mode else im)
+    except Exception as e:  # noqa: BLE001 - a lazy plugin can still fail here
+        raise DatasetError(source, f"cannot decode image pixels: {type(e).__name__}: {e}", index, path) from e
 
 
 def decode_rgb(data: ImageSource, source: str, index: int | None, path: str) -> np.ndarray:
@@ -45,9 +58,7 @@ def decode_rgb(data: ImageSource, source: str, index: int | None, path: str) -> 
     im = open_image(data, source, index, path)
     if im.mode not in ("RGB", "RGBA", "L", "P", "LA", "CMYK", "YCbCr"):
         raise DatasetError(source, f"expected an 8-bit colour image, got PIL mode {im.mode}", index, path)
-    if im.mode != "RGB":
-        im = im.convert("RGB")
-    return np.asarray(im, dtype=np.uint8)
+    return _pixels(im, source, index, path, "RGB").astype(np.uint8, copy=False)
 
 
 def image_bits(im: Image.Image) -> int | None:
@@ -75,7 +86,7 @@ def decode_depth_raw(
     if bits is not None and got != bits:
         raise DatasetError(
             source, f"expected {bits}-bit depth, got {got}-bit (PIL mode {im.mode})", index, path)
-    raw = np.asarray(im)
+    raw = _pixels(im, source, index, path)
     if got == 16:
         if raw.dtype != np.uint16:
             if raw.size and (raw.min() < 0 or raw.max() > 65535):
@@ -116,12 +127,6 @@ def metres_valid(depth: np.ndarray, max_depth: float | None = None) -> tuple[np.
 def intrinsics(fx: float, fy: float, cx: float, cy: float) -> np.ndarray:
     """3x3 float64 pinhole camera matrix in pixels."""
     return np.array([[fx, 0.0, cx], [0.0, fy, cy], [0.0, 0.0, 1.0]], dtype=np.float64)
-
-
-def nyu_intrinsics(width: int, height: int) -> np.ndarray:
-    """NYU Kinect intrinsics, scaled from 640x480 to an image of `width` x `height` pixels."""
-    sx, sy = width / NYU_SIZE[0], height / NYU_SIZE[1]
-    return intrinsics(NYU_FX * sx, NYU_FY * sy, NYU_CX * sx, NYU_CY * sy)
 
 
 def check_same_size(

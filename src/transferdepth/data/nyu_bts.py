@@ -12,19 +12,20 @@ cx = W/2, cy = H/2 (NYU Kinect defaults when a line has no focal).
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from torch.utils.data import Dataset
 
 from transferdepth.data.base import DatasetError, Sample, check_sample, normalize_index
 from transferdepth.data.io import (
-    NYU_MAX_DEPTH,
     check_same_size,
     decode_depth_raw,
     decode_rgb,
     intrinsics,
-    nyu_intrinsics,
     raw_to_metres,
 )
+from transferdepth.data.registry import opt_text, register_source
+from transferdepth.recipe import MAX_DEPTH_M, nyu_intrinsics
 
 SUBFOLDERS = ("", "sync", "official_splits/test")
 
@@ -87,8 +88,21 @@ class NyuBts(Dataset):
         rgb = decode_rgb(rgb_path, self.source, index, str(rgb_path))
         raw = decode_depth_raw(depth_path, self.source, index, str(depth_path), bits=16)
         check_same_size(rgb, raw, self.source, index, str(rgb_path), str(depth_path))
-        depth, valid = raw_to_metres(raw, 0.001, invalid=(0,), max_depth=NYU_MAX_DEPTH)
+        depth, valid = raw_to_metres(raw, 0.001, invalid=(0,), max_depth=MAX_DEPTH_M)
         h, w = depth.shape
-        k = intrinsics(focal, focal, w / 2, h / 2) if focal is not None else nyu_intrinsics(w, h)
+        k = intrinsics(focal, focal, w / 2, h / 2) if focal is not None else nyu_intrinsics(h, w)
         sample = {"rgb": rgb, "depth": depth, "valid": valid, "intrinsics": k, "name": rgb_rel.lstrip("/")}
         return check_sample(sample, self.source, index)
+
+
+def _open(spec: str, path: str, split: str | None, opts: dict[str, Any]) -> Dataset:
+    list_file = opts.get("list")
+    if list_file is None:
+        if split is None:
+            raise DatasetError(spec, "nyu-bts needs list=FILE (a BTS file list) or a split "
+                               "(uses ROOT/nyudepthv2_{split}_files_with_gt.txt)")
+        list_file = str(Path(path) / f"nyudepthv2_{split}_files_with_gt.txt")
+    return NyuBts(path, list_file)
+
+
+register_source("nyu-bts", _open, {"list": opt_text})

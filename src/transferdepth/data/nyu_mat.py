@@ -8,7 +8,7 @@ in-painted maps; valid pixels: depth in (0, 10] m. Intrinsics: NYU Kinect defaul
 
 from __future__ import annotations
 
-import os
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +17,10 @@ import numpy as np
 from torch.utils.data import Dataset
 
 from transferdepth.data.base import DatasetError, Sample, check_sample, normalize_index
-from transferdepth.data.io import NYU_MAX_DEPTH, metres_valid, nyu_intrinsics
+from transferdepth.data.handles import PerProcess
+from transferdepth.data.io import metres_valid
+from transferdepth.data.registry import opt_text, register_source
+from transferdepth.recipe import MAX_DEPTH_M, nyu_intrinsics
 
 SPLIT_KEYS = {"train": "trainNdxs", "test": "testNdxs"}
 
@@ -57,14 +60,11 @@ class NyuMat(Dataset):
         self.source = f"nyu-mat:{self.path} ({split})"
         if split not in (*SPLIT_KEYS, "all"):
             raise DatasetError(self.source, f"unknown split {split!r}; expected train, test or all")
-        self._h5: h5py.File | None = None
-        self._pid: int | None = None
+        self._handle: PerProcess[h5py.File] = PerProcess(functools.partial(h5py.File, self.path, "r"))
         try:
             n = self._check_file()
         finally:  # reopened lazily, per process (an HDF5 handle must not cross a fork)
-            if self._h5 is not None:
-                self._h5.close()
-            self._h5 = None
+            self._handle.close()
         if split == "all":
             self.indices = np.arange(1, n + 1)
         else:
@@ -93,20 +93,12 @@ class NyuMat(Dataset):
         return images.shape[0]
 
     def _file(self) -> h5py.File:
-        if self._h5 is None or self._pid != os.getpid():
-            try:
-                self._h5, self._pid = h5py.File(self.path, "r"), os.getpid()
-            except FileNotFoundError as e:
-                raise DatasetError(self.source, "file not found", path=str(self.path)) from e
-            except OSError as e:
-                raise DatasetError(self.source, f"not an HDF5 (MATLAB v7.3) file: {e}",
-                                   path=str(self.path)) from e
-        return self._h5
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = self.__dict__.copy()
-        state["_h5"], state["_pid"] = None, None
-        return state
+        try:
+            return self._handle.get()
+        except FileNotFoundError as e:
+            raise DatasetError(self.source, "file not found", path=str(self.path)) from e
+        except OSError as e:
+            raise DatasetError(self.source, f"not an HDF5 (MATLAB v7.3) file: {e}", path=str(self.path)) from e
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -117,10 +109,18 @@ class NyuMat(Dataset):
         f = self._file()
         try:
             rgb = np.ascontiguousarray(f["images"][ndx - 1].transpose(2, 1, 0))  # (3,W,H) -> (H,W,3)
-            depth, valid = metres_valid(f["depths"][ndx - 1].T, NYU_MAX_DEPTH)  # (W,H) -> (H,W)
-        except (OSError, KeyError) as e:
-            raise DatasetError(self.source, f"cannot read image {ndx}: {e}", index, str(self.path)) from e
+            depth, valid = metres_valid(f["depths"][ndx - 1].T, MAX_DEPTH_M)  # (W,H) -> (H,W)
+        except (OSError, KeyError, ValueError, RuntimeError) as e:  # h5py: corrupt chunks, filters
+            raise DatasetError(self.source, f"cannot read image {ndx}: {type(e).__name__}: {e}", index,
+                               str(self.path)) from e
         h, w = depth.shape
-        sample = {"rgb": rgb, "depth": depth, "valid": valid, "intrinsics": nyu_intrinsics(w, h),
+        sample = {"rgb": rgb, "depth": depth, "valid": valid, "intrinsics": nyu_intrinsics(h, w),
                   "name": f"labeled_{ndx:04d}"}
         return check_sample(sample, self.source, index)
+
+
+def _open(spec: str, path: str, split: str | None, opts: dict[str, Any]) -> Dataset:
+    return NyuMat(path, split or "test", opts.get("splits"))
+
+
+register_source("nyu-mat", _open, {"split": opt_text, "splits": opt_text})

@@ -10,7 +10,7 @@ Valid pixels: depth in (0, 10] m. Intrinsics: NYU Kinect defaults.
 
 from __future__ import annotations
 
-import os
+import io
 import struct
 import zipfile
 from dataclasses import dataclass
@@ -21,9 +21,14 @@ import numpy as np
 from torch.utils.data import Dataset
 
 from transferdepth.data.base import DatasetError, Sample, check_sample, normalize_index
-from transferdepth.data.io import NYU_MAX_DEPTH, metres_valid, nyu_intrinsics
+from transferdepth.data.handles import PerProcess
+from transferdepth.data.io import metres_valid
+from transferdepth.data.nyu_zip import ZIP_READ_ERRORS
+from transferdepth.data.registry import register_source
+from transferdepth.recipe import MAX_DEPTH_M, nyu_intrinsics
 
 RGB, DEPTH, CROP = "eigen_test_rgb.npy", "eigen_test_depth.npy", "eigen_test_crop.npy"
+MAX_CROP_BYTES = 4096  # the crop member holds 4 ints: anything bigger is not a crop
 
 
 @dataclass(frozen=True)
@@ -52,6 +57,17 @@ def _read_npy_header(f: BinaryIO, source: str, name: str) -> tuple[tuple[int, ..
     return shape, dtype, fortran
 
 
+def _check_size(source: str, name: str, size: int, header_len: int, shape: tuple[int, ...],
+                dtype: np.dtype) -> None:
+    """The member (or file) must hold exactly header + prod(shape) * itemsize bytes: a truncated array
+    would otherwise be read past its end (for a stored zip member: into the next member's bytes)."""
+    want = header_len + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    if size != want:
+        what = "truncated" if size < want else "has trailing bytes"
+        raise DatasetError(source, f"array {what}: the header promises shape {shape} of {dtype} "
+                           f"({want} bytes with the header) but it holds {size} bytes", path=name)
+
+
 def _find(names: list[str], base: str) -> str | None:
     hits = [n for n in names if n == base or n.endswith("/" + base)]
     return min(hits, key=len) if hits else None
@@ -63,8 +79,7 @@ class NyuNpy(Dataset):
     def __init__(self, path: str | Path):
         self.path = Path(path)
         self.source = f"nyu-npy:{self.path}"
-        self._pid: int | None = None
-        self._cache: dict[str, Any] = {}  # per-process: zip handle, memmaps, open member streams
+        self._handles: PerProcess[dict[str, Any]] = PerProcess(dict)  # zip handle, memmaps, member streams
         self._is_dir = self.path.is_dir()
         if self._is_dir:
             self.members = {k: self._file_member(k) for k in (RGB, DEPTH)}
@@ -86,7 +101,9 @@ class NyuNpy(Dataset):
             raise DatasetError(self.source, f"missing {base} in the folder", path=str(file))
         with open(file, "rb") as f:
             shape, dtype, fortran = _read_npy_header(f, self.source, str(file))
-            return _NpyMember(str(file), shape, dtype, fortran, f.tell(), True)
+            header_len = f.tell()
+        _check_size(self.source, str(file), file.stat().st_size, header_len, shape, dtype)
+        return _NpyMember(str(file), shape, dtype, fortran, header_len, True)
 
     def _zip_members(self) -> tuple[dict[str, _NpyMember], np.ndarray | None]:
         try:
@@ -104,14 +121,27 @@ class NyuNpy(Dataset):
                                        "(expected DenseDepth's nyu_test.zip)", path=str(self.path))
             members = {base: self._zip_member(zf, zf.getinfo(name)) for base, name in found.items()}
             crop_name = _find(names, CROP)
-            crop = np.load(zf.open(crop_name)) if crop_name else None
+            crop = None
+            if crop_name:
+                if zf.getinfo(crop_name).file_size > MAX_CROP_BYTES:
+                    raise DatasetError(self.source, f"crop member is {zf.getinfo(crop_name).file_size} bytes; "
+                                       "expected 4 ints", path=crop_name)
+                try:
+                    crop = np.load(io.BytesIO(zf.read(crop_name)))
+                except (ValueError, EOFError, *ZIP_READ_ERRORS) as e:
+                    raise DatasetError(self.source, f"not a readable .npy array: {e}", path=crop_name) from e
         return members, crop
 
     def _zip_member(self, zf: zipfile.ZipFile, info: zipfile.ZipInfo) -> _NpyMember:
         stored = info.compress_type == zipfile.ZIP_STORED and not info.flag_bits & 0x1
-        with zf.open(info) as f:
-            shape, dtype, fortran = _read_npy_header(f, self.source, info.filename)
-            header_len = f.tell()
+        try:
+            with zf.open(info) as f:
+                shape, dtype, fortran = _read_npy_header(f, self.source, info.filename)
+                header_len = f.tell()
+        except ZIP_READ_ERRORS as e:
+            raise DatasetError(self.source, f"cannot read member: {type(e).__name__}: {e}",
+                               path=info.filename) from e
+        _check_size(self.source, info.filename, info.file_size, header_len, shape, dtype)
         if not stored:
             if fortran:
                 raise DatasetError(self.source, "Fortran-ordered arrays must be stored uncompressed",
@@ -137,19 +167,14 @@ class NyuNpy(Dataset):
         if rgb.shape[0] == 0:
             raise DatasetError(self.source, "no samples: the arrays are empty", path=rgb.name)
 
-    def __getstate__(self) -> dict[str, Any]:
-        state = self.__dict__.copy()
-        state["_cache"], state["_pid"] = {}, None
-        return state
-
-    def _handles(self) -> dict[str, Any]:
-        if self._pid != os.getpid():
-            self._cache, self._pid = {}, os.getpid()
-        return self._cache
+    @property
+    def _cache(self) -> dict[str, Any]:
+        """This process's handles: the zip, memmaps and open member streams (empty in a new process)."""
+        return self._handles.get()
 
     def _read(self, key: str, index: int) -> np.ndarray:
         """One sample of member `key` as an in-RAM array (a copy of just that sample)."""
-        m, cache = self.members[key], self._handles()
+        m, cache = self.members[key], self._cache
         if m.stored:
             if key not in cache:
                 file = m.name if self._is_dir else self.path
@@ -168,8 +193,8 @@ class NyuNpy(Dataset):
         try:
             f.seek(m.data_offset + index * nbytes)  # forward: decompresses up to there; backward: rewinds
             buf = f.read(nbytes)
-        except (zipfile.BadZipFile, OSError, EOFError) as e:
-            raise DatasetError(self.source, f"cannot read member: {e}", index, m.name) from e
+        except ZIP_READ_ERRORS as e:
+            raise DatasetError(self.source, f"cannot read member: {type(e).__name__}: {e}", index, m.name) from e
         if len(buf) != nbytes:
             raise DatasetError(self.source, f"member truncated: wanted {nbytes} bytes, got {len(buf)}",
                                index, m.name)
@@ -181,8 +206,17 @@ class NyuNpy(Dataset):
     def __getitem__(self, index: int) -> Sample:
         index = normalize_index(index, len(self), self.source)
         rgb = self._read(RGB, index)
-        depth, valid = metres_valid(self._read(DEPTH, index), NYU_MAX_DEPTH)
+        depth, valid = metres_valid(self._read(DEPTH, index), MAX_DEPTH_M)
         h, w = depth.shape
-        sample = {"rgb": rgb, "depth": depth, "valid": valid, "intrinsics": nyu_intrinsics(w, h),
+        sample = {"rgb": rgb, "depth": depth, "valid": valid, "intrinsics": nyu_intrinsics(h, w),
                   "name": f"eigen_test_{index:04d}"}
         return check_sample(sample, self.source, index)
+
+
+def _open(spec: str, path: str, split: str | None, opts: dict[str, Any]) -> Dataset:
+    if split not in (None, "test"):
+        raise DatasetError(spec, f"nyu-npy holds only the Eigen test split, not {split!r}")
+    return NyuNpy(path)
+
+
+register_source("nyu-npy", _open)

@@ -19,23 +19,16 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import lru_cache
+from typing import Any
 
 import numpy as np
 
 from transferdepth.data.base import DatasetError, Sample
+from transferdepth.data.registry import no_split, opt_int, register_source
+from transferdepth.recipe import nyu_intrinsics
 
-NYU_INTRINSICS_640x480 = (518.8579, 519.4696, 325.5824, 253.7362)  # fx, fy, cx, cy in pixels
 MIN_DEPTH_M, MAX_DEPTH_M = 0.5, 10.0
 SOURCE = "procedural"
-
-
-def nyu_intrinsics(height: int, width: int) -> np.ndarray:
-    """NYU Kinect 3x3 camera matrix (pixels) for an image of height x width; pixel centres at integers."""
-    fx, fy, cx, cy = NYU_INTRINSICS_640x480
-    sx, sy = width / 640.0, height / 480.0
-    return np.array([[fx * sx, 0.0, (cx + 0.5) * sx - 0.5],
-                     [0.0, fy * sy, (cy + 0.5) * sy - 0.5],
-                     [0.0, 0.0, 1.0]])
 
 
 class ProceduralScenes:
@@ -624,3 +617,14 @@ def _shade(builder: _Builder, parts: list, origin: np.ndarray, dirs: np.ndarray,
                 shade[near] *= 1 - 0.45 * np.exp(-np.sqrt(d2[near]) / 0.12)
         colour[idx] = albedo * shade[:, None]
     return colour
+
+
+def _open(spec: str, path: str, split: str | None, opts: dict[str, Any]) -> ProceduralScenes:
+    no_split(spec, split, "use another seed for a different set")
+    if "n" not in opts:
+        raise DatasetError(spec, "procedural needs n=COUNT")
+    return ProceduralScenes(**opts)
+
+
+register_source("procedural", _open, {"n": opt_int, "seed": opt_int, "height": opt_int, "width": opt_int},
+                takes_path=False)

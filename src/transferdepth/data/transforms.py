@@ -12,6 +12,9 @@ Depth is always resized mask-aware, so holes never bleed into valid pixels:
   * halving an even-sized map: mean of the valid pixels of each 2x2 block, valid if any of the 4 is valid;
   * any other size: masked bilinear (antialiased when shrinking), resize(depth * valid) / resize(valid),
     valid where the resized valid weight exceeds 0.5.
+TrainTransform's `target_resize` picks how the half-resolution target is made: "mask_mean" (the 2x2 rule
+above, in metres) or "inverse_antialias" (DenseDepth: DepthNorm, then skimage-style anti-aliased resize,
+see `inverse_antialias_half`).
 Randomness comes only from the `rng` argument, so augmentation is reproducible; `TransformedDataset`
 derives it from (seed, epoch, index) so the same index in the same epoch always gets the same augmentation,
 whatever the number of workers or processes.
@@ -28,7 +31,16 @@ import torch.nn.functional as F
 from PIL import Image
 
 from transferdepth.data.base import DatasetError, check_sample
-from transferdepth.recipe import DENSEDEPTH_SWAP_P  # noqa: F401  (derivation below; one home: recipe.py)
+from transferdepth.recipe import (  # DENSEDEPTH_SWAP_P: derivation below; one home: recipe.py
+    DENSEDEPTH_SWAP_P,
+    MAX_DEPTH_M,
+    MIN_DEPTH_M,
+    check_depth_range,
+    depth_to_depthnorm,
+    depthnorm_to_depth,
+)
+
+TARGET_RESIZES = ("mask_mean", "inverse_antialias")
 
 # The five permutations of (R, G, B) that change the image; the identity is excluded on purpose.
 SWAPS = ((0, 2, 1), (1, 0, 2), (1, 2, 0), (2, 0, 1), (2, 1, 0))
@@ -76,6 +88,62 @@ def downsample_half(depth: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray, n
     total = np.where(valid, depth, 0.0).reshape(h // 2, 2, w // 2, 2).sum(axis=(1, 3))
     count = valid.reshape(h // 2, 2, w // 2, 2).sum(axis=(1, 3))
     return (total / np.maximum(count, 1)).astype(np.float32), count > 0
+
+
+def antialias_resize(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Shrink a 2-D float map to size=(h, w) as skimage.transform.resize(image, size, order=1,
+    mode="reflect", anti_aliasing=True, preserve_range=True) does (float64 result).
+
+    Per axis with factor f = in / out: a Gaussian blur with sigma = max(0, (f - 1) / 2) (truncated at 4 sigma,
+    mirror padding d c b | a b c d | c b a), then linear interpolation at the output pixel centres, input
+    coordinate (i + 0.5) * f - 0.5. Only shrinking (or equal sizes) is supported.
+    """
+    out = np.asarray(image, dtype=np.float64)
+    for axis, n_out in enumerate(size):
+        n_in = out.shape[axis]
+        if not 0 < n_out <= n_in:
+            raise ValueError(f"antialias_resize shrinks only: axis {axis} from {n_in} to {n_out}")
+        f = n_in / n_out
+        sigma = max(0.0, (f - 1) / 2)
+        radius = int(4.0 * sigma + 0.5)
+        if radius > 0:
+            x = np.arange(-radius, radius + 1)
+            kernel = np.exp(-0.5 * (x / sigma) ** 2)
+            kernel /= kernel.sum()
+            pad = [(0, 0)] * out.ndim
+            pad[axis] = (radius, radius)
+            padded = np.pad(out, pad, mode="reflect")  # = scipy.ndimage mode "mirror"
+            out = sum(k * np.take(padded, np.arange(j, j + n_in), axis=axis) for j, k in enumerate(kernel))
+        coord = np.clip((np.arange(n_out) + 0.5) * f - 0.5, 0, n_in - 1)
+        lo = np.floor(coord).astype(int)
+        hi = np.minimum(lo + 1, n_in - 1)
+        w = (coord - lo).reshape([-1 if a == axis else 1 for a in range(out.ndim)])
+        out = np.take(out, lo, axis=axis) * (1 - w) + np.take(out, hi, axis=axis) * w
+    return out
+
+
+def inverse_antialias_half(depth: np.ndarray, valid: np.ndarray, min_depth: float = MIN_DEPTH_M,
+                           max_depth: float = MAX_DEPTH_M) -> tuple[np.ndarray, np.ndarray]:
+    """DenseDepth's target: depth (metres, HxW) -> DepthNorm -> anti-aliased resize to (H//2, W//2) -> metres.
+
+    DenseDepth (nyu_resize(DepthNorm(y), 240)) resizes max_depth / clip(depth) with skimage's anti-aliased
+    resize (`antialias_resize`); the result is returned in metres (float32, in [min_depth, max_depth]) with
+    its valid mask. Holes (DenseDepth's training depth has none): the resize is mask-aware,
+    resize(dn * valid) / resize(valid), valid where the resized valid weight exceeds 0.5 (0 m elsewhere);
+    without holes this is exactly DenseDepth's computation.
+    """
+    h, w = depth.shape
+    size = (h // 2, w // 2)
+    dn = depth_to_depthnorm(torch.from_numpy(depth.astype(np.float64)), max_depth, min_depth).numpy()
+    if valid.all():
+        out_dn, ok = antialias_resize(dn, size), np.ones(size, bool)
+    else:
+        num = antialias_resize(np.where(valid, dn, 0.0), size)
+        weight = antialias_resize(valid.astype(np.float64), size)
+        ok = weight > 0.5
+        out_dn = np.where(ok, num / np.maximum(weight, 1e-12), 1.0)
+    metres = depthnorm_to_depth(torch.from_numpy(out_dn), max_depth, min_depth).numpy()
+    return np.where(ok, metres, 0.0).astype(np.float32), ok
 
 
 def resize_crop(sample: dict[str, Any], size: tuple[int, int], rng: np.random.Generator | None = None) -> dict:
@@ -131,8 +199,8 @@ def _check_stats(mean: Sequence[float], std: Sequence[float]) -> tuple[tuple[flo
     return tuple(float(m) for m in mean), tuple(float(s) for s in std)
 
 
-def _finish(sample: dict[str, Any], mean, std) -> dict[str, Any]:
-    depth, valid = downsample_half(sample["depth"], sample["valid"])
+def _finish(sample: dict[str, Any], mean, std, half=downsample_half) -> dict[str, Any]:
+    depth, valid = half(sample["depth"], sample["valid"])
     k = sample.get("intrinsics")
     return {"image": to_image_tensor(sample["rgb"], mean, std),
             "depth": torch.from_numpy(depth)[None], "valid": torch.from_numpy(valid)[None],
@@ -157,15 +225,28 @@ class EvalTransform:
 
 class TrainTransform:
     """Optional resize + random crop to size=(H, W), horizontal flip (flip_p), DenseDepth channel swap
-    (swap_p = rate at which channels actually change), normalise, half-res mask-aware target."""
+    (swap_p = rate at which channels actually change), normalise, half-res target.
+
+    target_resize: "mask_mean" (mean of the valid metres of each 2x2 block, `downsample_half`) or
+    "inverse_antialias" (DenseDepth: DepthNorm with min_depth/max_depth in metres, anti-aliased resize,
+    back to metres; `inverse_antialias_half`). The target is always returned in metres.
+    """
 
     def __init__(self, mean: Sequence[float], std: Sequence[float], size: tuple[int, int] | None = None,
-                 flip_p: float = 0.5, swap_p: float = DENSEDEPTH_SWAP_P):
+                 flip_p: float = 0.5, swap_p: float = DENSEDEPTH_SWAP_P, target_resize: str = "mask_mean",
+                 min_depth: float = MIN_DEPTH_M, max_depth: float = MAX_DEPTH_M):
         self.mean, self.std = _check_stats(mean, std)
         for name, p in (("flip_p", flip_p), ("swap_p", swap_p)):
             if not 0.0 <= p <= 1.0:
                 raise DatasetError("transforms", f"{name} must be a probability in [0, 1], got {p}")
-        self.size, self.flip_p, self.swap_p = size, flip_p, swap_p
+        if target_resize not in TARGET_RESIZES:
+            raise DatasetError("transforms", f"target_resize must be one of {', '.join(TARGET_RESIZES)}, "
+                               f"got {target_resize!r}")
+        try:
+            self.min_depth, self.max_depth = check_depth_range(min_depth, max_depth, "TrainTransform")
+        except ValueError as e:
+            raise DatasetError("transforms", str(e)) from None
+        self.size, self.flip_p, self.swap_p, self.target_resize = size, flip_p, swap_p, target_resize
 
     def __call__(self, sample: dict[str, Any], rng: np.random.Generator) -> dict[str, Any]:
         sample = check_sample(sample, "transforms")
@@ -174,7 +255,12 @@ class TrainTransform:
         if rng.random() < self.flip_p:
             sample = hflip(sample)
         sample = {**sample, "rgb": channel_swap(sample["rgb"], rng, self.swap_p)}
-        return _finish(sample, self.mean, self.std)
+        return _finish(sample, self.mean, self.std, self._half)
+
+    def _half(self, depth: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        if self.target_resize == "inverse_antialias":
+            return inverse_antialias_half(depth, valid, self.min_depth, self.max_depth)
+        return downsample_half(depth, valid)
 
 
 class TransformedDataset(torch.utils.data.Dataset):
