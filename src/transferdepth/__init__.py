@@ -5,14 +5,18 @@ from __future__ import annotations
 from typing import Any
 
 __version__ = "0.1.0"
-__all__ = ["DepthEstimator", "__version__"]
+__all__ = ["DepthEstimator", "__version__", "build_model"]
 
 
 def __getattr__(name: str) -> Any:
-    # `from transferdepth import DepthEstimator` imports torch on first use only: `import transferdepth`
+    # `from transferdepth import DepthEstimator` (or build_model) imports torch on first use only: `import transferdepth`
     # (and `transferdepth --version`) stay light.
     if name == "DepthEstimator":
         from transferdepth.api import DepthEstimator
 
         return DepthEstimator
+    if name == "build_model":
+        from transferdepth.build import build_model
+
+        return build_model
     raise AttributeError(f"module 'transferdepth' has no attribute {name!r}")

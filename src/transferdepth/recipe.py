@@ -69,10 +69,13 @@ def nyu_intrinsics(height: int, width: int) -> np.ndarray:
 # the YAML file and the command line. Every key, and every difference from DenseDepth's code that these
 # presets keep or remove, is listed in docs/faithfulness.md with its DenseDepth commit and its effect.
 _DENSEDEPTH_COMMON: dict[str, object] = {
+    # follows DenseDepth's code
     "lr": 1e-4, "beta1": 0.9, "beta2": 0.999, "adam_amsgrad": True, "adam_eps": 1e-7,
     "batch_size": 8, "w_depth": 0.1, "w_grad": 1.0, "w_ssim": 1.0, "flip_p": 0.5, "swap_p": DENSEDEPTH_SWAP_P,
     "min_depth": MIN_DEPTH_M, "max_depth": MAX_DEPTH_M, "decoder_init": "glorot", "bn_momentum": 0.01,
     "bottleneck_relu": None,  # None: the encoder's registry default (ReLU after DenseNets' norm5, as DenseDepth)
+    # keeps ours, deliberately (reasons in docs/faithfulness.md; the "reproduction" column there undoes them)
+    "input_norm": "imagenet", "grad_term": "mean", "target_resize": "mask_mean", "shuffle": "epoch", "amp": "auto",
 }
 PRESETS: dict[str, dict[str, object]] = {
     # DenseDepth's code since March 2019 (ea4a455 "missing ReLU", 10a688f "always use reduced decoder").

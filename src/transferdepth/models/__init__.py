@@ -1,8 +1,10 @@
-"""Encoders, the DenseDepth decoder and `build_model`, the one way to make a depth network."""
+"""Encoders, the DenseDepth decoder and `create_model`, the weights-free way to make a depth network.
+
+This package never fetches weights: `create_model` takes an ImageNet state dict that a caller above it
+resolved (`transferdepth.build_model` does so with `transferdepth.weights`). Imports: recipe, torch, timm.
+"""
 
 from __future__ import annotations
-
-import os
 
 import torch
 
@@ -15,35 +17,29 @@ from transferdepth.models.encoders import (
     build_classifier,
     build_encoder,
     get_spec,
+    hub_source,
     register,
 )
 from transferdepth.recipe import MAX_DEPTH_M, MIN_DEPTH_M
 
 __all__ = ["DenseDepthDecoder", "DepthNet", "EncoderSpec", "FeatureInfo", "available_encoders",
-           "build_classifier", "build_encoder", "build_model", "get_spec", "register"]
+           "build_classifier", "build_encoder", "create_model", "get_spec", "hub_source", "register"]
 
 
-def build_model(encoder: str, decoder_width: float = 0.5,
-                pretrained: bool | str | os.PathLike = True, *, min_depth: float = MIN_DEPTH_M,
-                max_depth: float = MAX_DEPTH_M, decoder_act_a: bool = True, bottleneck_relu: bool | None = None,
-                decoder_init: str = "torch", bn_momentum: float | None = None,
-                input_norm: str = "imagenet") -> DepthNet:
-    """A DenseDepth network: (N,3,H,W) normalised RGB -> (N,1,H/2,W/2) DepthNorm.
+def create_model(encoder: str, decoder_width: float = 0.5, *,
+                 encoder_state: dict[str, torch.Tensor] | None = None, min_depth: float = MIN_DEPTH_M,
+                 max_depth: float = MAX_DEPTH_M, decoder_act_a: bool = True, bottleneck_relu: bool | None = None,
+                 decoder_init: str = "torch", bn_momentum: float | None = None,
+                 input_norm: str = "imagenet") -> DepthNet:
+    """A DenseDepth network: (N,3,H,W) normalised RGB -> (N,1,H/2,W/2) DepthNorm. Never downloads anything.
 
-    pretrained: True = ImageNet weights from the cache / hub / registry mirror (see `transferdepth.weights`),
-    a path = ImageNet weights from that file, False = random initialisation.
+    encoder_state: the encoder's full ImageNet classifier state dict (loaded strictly), or None = random init.
     min_depth, max_depth: the model's depth range in metres (DenseDepth's NYU range by default).
     decoder_act_a, bottleneck_relu, decoder_init, input_norm: see `DepthNet` / docs/faithfulness.md.
     bn_momentum: BatchNorm momentum of the encoder (torch convention; Keras' 0.99 is 0.01); None keeps 0.1.
     """
     spec = get_spec(encoder)
-    state = None
-    if pretrained is not False:
-        from transferdepth.weights import load_imagenet_state
-
-        path = None if pretrained is True else pretrained
-        state, _ = load_imagenet_state(encoder, path)
-    model = DepthNet(build_encoder(encoder, state), spec, decoder_width, min_depth, max_depth,
+    model = DepthNet(build_encoder(encoder, encoder_state), spec, decoder_width, min_depth, max_depth,
                      decoder_act_a=decoder_act_a, bottleneck_relu=bottleneck_relu, decoder_init=decoder_init,
                      input_norm=input_norm)
     if bn_momentum is not None:

@@ -19,6 +19,12 @@ class DepthNet(nn.Module):
     Inputs whose sides are not multiples of 32 are padded (replicate, bottom/right) and the output is
     cropped back, so any size works. `min_depth`, `max_depth` (metres) are the model's depth range: the
     DepthNorm scale and the clamp of every prediction (`transferdepth.inference.infer` gives metres).
+
+    decoder_act_a: LeakyReLU after each up-block's convA (DenseDepth since March 2019; False = the paper's nyu.h5).
+    bottleneck_relu: ReLU on the stride-32 feature before the decoder; None = the encoder's registry default
+    (True for DenseNets, as DenseDepth; False where the feature is already activated or linear by design).
+    decoder_init: "torch" or "glorot" (Keras'). input_norm: "imagenet" (the encoder's mean/std) or "none"
+    (RGB in [0,1] as is). All are recorded in checkpoints; see docs/faithfulness.md.
     """
 
     def __init__(self, encoder: nn.Module, spec: EncoderSpec, decoder_width: float = 0.5,
@@ -41,9 +47,11 @@ class DepthNet(nn.Module):
         self.decoder = DenseDepthDecoder(
             tuple(by_stride.get(s, 0) for s in (2, 4, 8, 16)), spec.skips[-1].channels, decoder_width,
             act_a=self.decoder_act_a, init=decoder_init)
-        mean, std = (spec.mean, spec.std) if input_norm == "imagenet" else ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
-        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
+        # the normalisation `normalize` applies: the encoder's ImageNet mean/std, or none (DenseDepth's RGB/255)
+        self.norm_mean, self.norm_std = ((tuple(spec.mean), tuple(spec.std)) if input_norm == "imagenet"
+                                         else ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0)))
+        self.register_buffer("mean", torch.tensor(self.norm_mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(self.norm_std).view(1, 3, 1, 1), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h, w = x.shape[-2:]

@@ -75,6 +75,7 @@ def get_spec(name: str) -> EncoderSpec:
     if name in _REGISTRY:
         return _REGISTRY[name]
     if name.startswith("timm:"):
+        check_no_hub_source(name)
         return register(_timm_spec(name))
     close = difflib.get_close_matches(name, available_encoders(), n=1)
     hint = f" Did you mean '{close[0]}'?" if close else ""
@@ -82,6 +83,32 @@ def get_spec(name: str) -> EncoderSpec:
         f"unknown encoder '{name}'.{hint} Available: {', '.join(available_encoders())}, "
         "or 'timm:<any timm model name>' for a timm backbone with features_only support."
     )
+
+
+def hub_source(name: str) -> str | None:
+    """The source prefix of a `timm:<source>:<id>` encoder name ("hf-hub", "hf_hub", "local-dir", ...), else None.
+
+    timm resolves such names by reading a config (from the Hugging Face hub for hf-hub / hf_hub) even when
+    building with pretrained=False; plain timm names (`timm:resnet18`, `timm:resnet18.a1_in1k`) never do.
+    """
+    if not name.startswith("timm:"):
+        return None
+    model_name = name.split(":", 1)[1]
+    source, sep, _ = model_name.partition(":")
+    return source if sep else None
+
+
+def check_no_hub_source(name: str) -> None:
+    """ValueError for a `timm:<source>:...` name: timm would read its config from the hub or a folder.
+
+    Refused always, online or not: building an architecture must never touch the network (ImageNet weights
+    are fetched by `transferdepth.weights`, only for registry names), and a checkpoint must rebuild offline.
+    """
+    source = hub_source(name)
+    if source is not None:
+        raise ValueError(f"encoder '{name}': timm model sources ('{source}:') are not supported, because timm "
+                         "reads their architecture from the Hugging Face hub or a folder; use a timm registry "
+                         "name, e.g. 'timm:resnet18' (with `--encoder-weights FILE` for other weights)")
 
 
 # --- the encoder module -------------------------------------------------------------------------
@@ -182,6 +209,13 @@ def _resnet_skips() -> tuple[FeatureInfo, ...]:
     )
 
 
+# bottleneck_relu (the encoder's default; DepthNet(bottleneck_relu=) overrides it). DenseDepth's decoder reads an
+# activated last feature: Keras' DenseNet without top ends in bn + relu, and DenseDepth's PyTorch port calls
+# F.relu on norm5. torchvision's DenseNet `features` stop at norm5 (its ReLU is in DenseNet.forward), so the
+# DenseNets set it. ResNets (layer4 ends in ReLU) and MobileNetV2 (features[18] ends in ReLU6) are already
+# non-negative there: no extra ReLU. EfficientNet-Lite's stride-32 feature is the last block's linear
+# projection (MobileNetV2-style linear bottleneck, no activation by design): deliberately none. `timm:<name>`
+# encoders have no reference: none.
 _DENSENET = _MOBILENET = {"split": _features}
 _RESNET = {"split": _resnet_trunk}
 _TV = torchvision.models
@@ -189,10 +223,12 @@ _TV = torchvision.models
 register(EncoderSpec(
     "densenet169", lambda: _TV.densenet169(weights=None), _densenet_skips(64, 128, 256, 1664),
     hub="DenseNet169_Weights.IMAGENET1K_V1", hub_file="densenet169-b2777c0a.pth", paper=True, extras=_DENSENET,
+    bottleneck_relu=True,
 ))
 register(EncoderSpec(
     "densenet161", lambda: _TV.densenet161(weights=None), _densenet_skips(96, 192, 384, 2208),
     hub="DenseNet161_Weights.IMAGENET1K_V1", hub_file="densenet161-8d451a50.pth", paper=True, extras=_DENSENET,
+    bottleneck_relu=True,
 ))
 register(EncoderSpec(
     "resnet50", lambda: _TV.resnet50(weights=None), _resnet_skips(),
