@@ -141,3 +141,82 @@ def test_cuda_matches_cpu():
     assert gpu.item() == pytest.approx(depth_loss(pred.detach().half().float(), depth, valid).item(), rel=1e-4)
     assert cpu.item() == pytest.approx(depth_loss(pred.detach().cuda(), depth.cuda(), valid.cuda()).item(),
                                        rel=1e-5)
+
+
+# --- the whole loss against an independent numpy + scikit-image implementation --------------------------
+
+
+def _reference_loss(pred_dn, depth_m, valid, grad_term="mean"):
+    """DenseDepth's loss written from its definition (numpy float64, skimage SSIM), not from our code:
+    0.1 * L1 + 1.0 * gradient L1 + 1.0 * (1 - SSIM) / 2 on DepthNorm = 10 / clip(depth, 0.1, 10);
+    holes: the target holds the prediction there, nothing is averaged over them."""
+    pred = pred_dn.detach().double().numpy()[:, 0]
+    tgt = 10.0 / np.clip(depth_m.double().numpy()[:, 0], 0.1, 10.0)
+    v = valid.numpy()[:, 0].astype(bool)
+    y = np.where(v, tgt, pred)
+    l1 = np.abs(pred - y)[v].mean()
+    if grad_term == "mean":
+        grad = 0.0
+        for axis in (1, 2):
+            n = pred.shape[axis]
+            sl = lambda a, s, axis=axis, n=n: np.take(a, np.arange(s, s + n - 1), axis=axis)  # noqa: E731
+            dp, dt = sl(pred, 1) - sl(pred, 0), sl(y, 1) - sl(y, 0)
+            pair = sl(v, 1) & sl(v, 0)
+            grad += np.abs(dp - dt)[pair].mean()
+    else:  # tf.image.image_gradients: zero last row of dy, zero last column of dx; K.mean over pixels
+        def image_gradients(a):
+            dy, dx = np.zeros_like(a), np.zeros_like(a)
+            dy[:, :-1, :] = a[:, 1:, :] - a[:, :-1, :]
+            dx[:, :, :-1] = a[:, :, 1:] - a[:, :, :-1]
+            return dy, dx
+
+        (dyp, dxp), (dyt, dxt) = image_gradients(pred), image_gradients(y)
+        pair_y, pair_x = np.zeros_like(v), np.zeros_like(v)
+        pair_y[:, :-1, :] = v[:, 1:, :] & v[:, :-1, :]
+        pair_x[:, :, :-1] = v[:, :, 1:] & v[:, :, :-1]
+        e = np.abs(dyp - dyt) * pair_y + np.abs(dxp - dxt) * pair_x
+        grad = e.sum() / v.sum()
+    num = den = 0.0
+    for i in range(pred.shape[0]):
+        _, smap = structural_similarity(pred[i], y[i], gaussian_weights=True, sigma=1.5, use_sample_covariance=False,
+                                        data_range=100.0, full=True)
+        w = v[i, 5:-5, 5:-5]
+        num += ((1 - smap[5:-5, 5:-5]) / 2)[w].sum()
+        den += w.sum()
+    return 0.1 * l1 + grad + num / den
+
+
+def _random_maps(holes: bool, seed: int = 3):
+    g = torch.Generator().manual_seed(seed)
+    pred = torch.rand(2, 1, 24, 30, generator=g) * 60 + 1  # DepthNorm, non-constant
+    depth = torch.rand(2, 1, 24, 30, generator=g) * 9.8 + 0.15
+    depth[0, 0, :, :15] *= 0.3  # some structure, so SSIM and gradients are not noise only
+    valid = torch.ones(2, 1, 24, 30, dtype=torch.bool)
+    if holes:
+        valid = torch.rand(2, 1, 24, 30, generator=g) > 0.25
+        valid[1, 0, 6:16, 8:20] = False
+    return pred, depth, valid
+
+
+@pytest.mark.parametrize("holes", [False, True], ids=["no-holes", "holes"])
+@pytest.mark.parametrize("grad_term", ["mean", "tf"])
+def test_depth_loss_matches_independent_reference(holes, grad_term):
+    pred, depth, valid = _random_maps(holes)
+    ours = depth_loss(pred, depth, valid) if grad_term == "mean" else depth_loss(pred, depth, valid, grad_term="tf")
+    ref = _reference_loss(pred, depth, valid, grad_term)
+    assert ours.item() == pytest.approx(ref, rel=2e-5)
+    _, terms = depth_loss(pred, depth, valid, grad_term=grad_term, return_terms=True)
+    assert terms["grad"] > 0.3 * terms["loss"]  # the gradient term matters in this comparison
+
+
+def test_tf_grad_term_is_the_mean_term_scaled_by_the_padding():
+    # all pixels valid: tf = sum|dx| / (H W) + sum|dy| / (H W); mean = sum|dx| / (H (W-1)) + sum|dy| / ((H-1) W)
+    pred, depth, valid = _random_maps(False)
+    tgt = depth_to_depthnorm(depth)
+    h, w = pred.shape[-2:]
+    sx = (pred.diff(dim=-1) - tgt.diff(dim=-1)).abs().sum().item() / 2  # per image (batch of 2)
+    sy = (pred.diff(dim=-2) - tgt.diff(dim=-2)).abs().sum().item() / 2
+    assert gradient_l1(pred, tgt, valid, "tf").item() == pytest.approx((sx + sy) / (h * w), rel=1e-5)
+    assert gradient_l1(pred, tgt, valid).item() == pytest.approx(sx / (h * (w - 1)) + sy / ((h - 1) * w), rel=1e-5)
+    with pytest.raises(ValueError, match="grad_term must be one of mean, tf"):
+        depth_loss(pred, depth, valid, grad_term="keras")

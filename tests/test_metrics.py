@@ -5,12 +5,14 @@ import pytest
 import torch
 
 from transferdepth.metrics import (
+    METRIC_KEYS,
     PROTOCOLS,
+    MetricAccumulator,
     depth_metrics,
     eigen_crop,
-    format_metrics_table,
     median_scale,
 )
+from transferdepth.report import html_table, markdown_table
 
 FULL_1x4 = (0, 0, 0, 3)  # inclusive crop keeping all of a 1x4 image
 
@@ -27,8 +29,9 @@ def test_pred_twice_gt_every_metric():
     assert m["log10"] == pytest.approx(math.log10(2))
     assert m["silog"] == pytest.approx(0.0, abs=1e-6)  # a global scale is invariant
     assert m["protocol"] == "densedepth" and m["n_images"] == 1
+    assert m["rmse_per_image"] == pytest.approx(m["rmse"])  # one image
     assert set(m) == {"protocol", "d1", "d2", "d3", "abs_rel", "sq_rel", "rmse", "rmse_log", "log10",
-                      "silog", "n_images"}
+                      "silog", "rmse_per_image", "n_images"}
     # the same numbers under eigen (all gt within (1e-3, 10), one image, no crop effect)
     e = depth_metrics(2 * gt, gt, "eigen", crop=FULL_1x4)
     assert all(e[k] == pytest.approx(m[k], abs=1e-12) for k in ("d1", "abs_rel", "rmse", "log10"))
@@ -136,15 +139,81 @@ def test_median_scale_per_image():
     np.testing.assert_array_equal(untouched, pred)
 
 
-def test_format_metrics_table():
+def test_one_table_formatter_names_the_rmse():
     gt = np.array([[[1.0, 1.0, 2.0, 4.0]]])
     rec = depth_metrics(gt * 1.1, gt, "densedepth")
     rec2 = {"encoder": "resnet18", **depth_metrics(gt * 1.1, gt, "eigen", crop=FULL_1x4)}
-    table = format_metrics_table([rec, rec2])
+    table = markdown_table([rec, rec2])
     lines = table.strip().split("\n")
-    assert len(lines) == 4
-    assert lines[0].startswith("| encoder | protocol | n_images | δ1 ↑ |")
-    assert lines[2].startswith("| - | densedepth | 1 | 1.000 | 1.000 | 1.000 | 0.100 |")
-    assert lines[3].startswith("| resnet18 | eigen | 1 |")
+    assert len(lines) == 6
+    assert lines[0] == ("| encoder | protocol | n_images | δ1 ↑ | δ2 ↑ | δ3 ↑ | AbsRel ↓ | SqRel ↓ | RMSE ↓ | "
+                        "RMSElog ↓ | log10 ↓ | SILog ↓ | RMSE/img ↓ |")
+    # rmse of 10% errors on 1, 1, 2, 4 m: sqrt((0.01 + 0.01 + 0.04 + 0.16) / 4) = 0.2345
+    assert lines[2] == ("| - | densedepth | 1 | 1.000 | 1.000 | 1.000 | 0.100 | 0.020 | 0.235 | 0.095 | 0.041 | "
+                        "0.000 | 0.235 |")
+    assert lines[3].startswith("| resnet18 | eigen | 1 | 1.000 |")
+    assert lines[5] == ("RMSE = densedepth: pooled over all pixels; eigen: mean of per-image RMSE. RMSE/img = mean "
+                        "of per-image RMSE (DenseDepth before fdcef58, the paper's).")
+    assert "<caption>RMSE = densedepth: pooled over all pixels; eigen" in html_table([rec, rec2])
+    assert "<th>AbsRel ↓</th>" in html_table([rec], ["abs_rel"])
     with pytest.raises(ValueError):
-        format_metrics_table([])
+        markdown_table([])
+
+
+def test_eigen_crop_rounding_at_120x160():
+    # half-open 45:471 x 41:601 scaled by 1/4: 11.25 -> 11, 117.75 -> 118 (exclusive) => rows 11..117;
+    # scaling the inclusive 470 instead (117.5 -> 118) would keep row 118.
+    assert eigen_crop(120, 160) == (11, 117, 10, 149)
+    gt = np.ones((1, 120, 160))
+    pred = np.ones((1, 120, 160))
+    pred[0, [10, 118], :] = 2.0
+    pred[0, :, [9, 150]] = 2.0
+    assert depth_metrics(pred, gt, "eigen")["abs_rel"] == 0.0
+    pred[0, 117, 149] = 2.0  # the last pixel inside
+    assert depth_metrics(pred, gt, "eigen")["abs_rel"] == pytest.approx(1 / (107 * 140))
+
+
+def test_eigen_mask_is_strict_at_max_depth():
+    # NYU train depth reaches exactly 10.0 m: BTS's mask gt < max_depth leaves it out
+    gt = np.array([[[2.0, 10.0, 4.0, 10.0]]])
+    pred = np.array([[[2.0, 5.0, 4.0, 5.0]]])
+    assert depth_metrics(pred, gt, "eigen", crop=FULL_1x4)["abs_rel"] == 0.0
+    assert depth_metrics(pred, gt, "eigen", crop=FULL_1x4, max_depth=10.5)["abs_rel"] == pytest.approx(0.25)
+    assert depth_metrics(pred, gt, "eigen", crop=FULL_1x4, min_depth=2.0)["abs_rel"] == 0.0  # 4 m only
+    assert depth_metrics(pred, gt, "eigen", crop=FULL_1x4, min_depth=2.0)["n_images"] == 1
+
+
+def test_rmse_pooled_and_per_image():
+    # image A: errors 1 m on 4 pixels; image B: 0 and 3 m on 2 + 2 pixels (crop keeps everything)
+    gt = np.array([[[2.0, 2.0, 2.0, 2.0]], [[5.0, 5.0, 5.0, 5.0]]])
+    pred = np.array([[[3.0, 3.0, 3.0, 3.0]], [[5.0, 5.0, 8.0, 8.0]]])
+    dd = depth_metrics(pred, gt, "densedepth")
+    assert dd["rmse"] == pytest.approx(math.sqrt((4 * 1 + 2 * 9) / 8))  # pooled: sqrt(2.75)
+    assert dd["rmse_per_image"] == pytest.approx((1.0 + math.sqrt(4.5)) / 2)  # the paper's
+    ei = depth_metrics(pred, gt, "eigen", crop=FULL_1x4)
+    assert ei["rmse"] == ei["rmse_per_image"] == pytest.approx((1.0 + math.sqrt(4.5)) / 2)
+    # abs_rel divides by the ground truth (DenseDepth's swapped call divides by the prediction: 0.375 / 2...)
+    assert dd["abs_rel"] == pytest.approx((4 * 0.5 + 2 * 0.6) / 8)
+
+
+def test_accumulator_one_image_at_a_time_equals_all_at_once_and_hand_pooling():
+    rng = np.random.default_rng(4)
+    gt = rng.uniform(0.5, 9.0, (5, 12, 16))
+    gt[1, :3] = 12.0  # beyond eigen's mask
+    pred = gt * rng.uniform(0.7, 1.4, gt.shape)
+    crop = (1, 10, 2, 13)
+    for protocol in PROTOCOLS:
+        acc = MetricAccumulator(protocol, crop)
+        for i in range(5):
+            acc.add(pred[i], gt[i])
+        res, ref = acc.result(), depth_metrics(pred, gt, protocol, crop=crop)
+        assert res == ref
+    # densedepth pools the cropped pixels of all images: numpy by hand
+    p, g = pred[:, 1:11, 2:14].ravel(), gt[:, 1:11, 2:14].ravel()
+    dd = depth_metrics(pred, gt, "densedepth", crop=crop)
+    assert dd["abs_rel"] == pytest.approx(np.mean(np.abs(g - p) / g), rel=1e-12)
+    assert dd["rmse"] == pytest.approx(np.sqrt(np.mean((g - p) ** 2)), rel=1e-12)
+    assert dd["d1"] == pytest.approx(np.mean(np.maximum(g / p, p / g) < 1.25), rel=1e-12)
+    assert dd["silog"] == pytest.approx(100 * np.std(np.log(p) - np.log(g)), rel=1e-9)
+    assert dd["n_images"] == 5
+    assert tuple(k for k in dd if k in METRIC_KEYS) == METRIC_KEYS

@@ -1,17 +1,23 @@
 """Evaluation: run a model over a test set under a named protocol and return a metrics record.
 
-Prediction (as DenseDepth's test): the image and its mirror are predicted and averaged, inverted from
-DepthNorm to metres, upsampled x2 (bilinear) to the ground truth's size and clamped to [min_depth, max_depth].
-`size` feeds the network a resized image (for models trained at another resolution); the prediction is
-then resized to the ground truth's size.
+Prediction is `transferdepth.inference.infer` (the one inference path): the image and its mirror are
+predicted and averaged in metres, resized (bilinear) to the ground truth's size and clamped to the model's
+range (or [min_depth, max_depth]). `size` feeds the network a resized image (for models trained at another
+resolution).
 
-Protocols (`transferdepth.metrics`): `densedepth` (nyu_test.zip crop, inclusive; pooled over all pixels,
-no validity mask) and `eigen` (crop rows 45:471, cols 41:601 at 480x640; 1e-3 < gt < 10 m; per-image means).
-`crop="full"` evaluates the whole frame (for data that is not NYU).
+Evaluation STREAMS: each batch is predicted, its images are added to a `metrics.MetricAccumulator` (pooled
+pixel sums for `densedepth`, one row per image for `eigen`) and dropped, so memory does not grow with the
+test set (`benchmarks/eval_memory.py`). `predict_dataset` (all predictions in RAM, for figures) and
+`evaluate(..., predictions=)` give the same numbers.
+
+Protocols (`transferdepth.metrics`): `densedepth` (the dataset's crop, e.g. nyu_test.zip's, inclusive; pooled
+over all pixels, no validity mask) and `eigen` (crop rows 45:471, cols 41:601 at 480x640; 1e-3 < gt <
+max_depth, the model's; per-image means). `crop="full"` evaluates the whole frame (for data that is not NYU).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,8 +26,10 @@ import torch
 from torch.utils.data import Dataset
 
 from transferdepth.inference import infer, rgb_to_tensor
-from transferdepth.metrics import PROTOCOLS, depth_metrics, median_scale
+from transferdepth.metrics import EIGEN_MIN_GT_M, PROTOCOLS, RMSE_POOLING, MetricAccumulator, median_scale
 from transferdepth.models import DepthNet
+from transferdepth.recipe import check_depth_range
+from transferdepth.utils import resolve_device
 
 
 @dataclass
@@ -34,72 +42,120 @@ class Predictions:
     names: list[str]
 
 
+def _check_options(batch_size: int, limit: int | None) -> None:
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+        raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, (int, np.integer)) or limit < 1):
+        raise ValueError(f"limit must be None or an integer >= 1 (images), got {limit!r}")
+
+
 @torch.no_grad()
-def predict_dataset(model: DepthNet, dataset: Dataset, *, flip: bool = True, min_depth: float | None = None,
-                    max_depth: float | None = None, size: tuple[int, int] | None = None, batch_size: int = 4,
-                    device: str | torch.device | None = None, limit: int | None = None,
-                    progress: bool = False) -> Predictions:
-    """Predict every sample of `dataset` (the sample contract of `transferdepth.data`) in metres."""
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+def iter_predictions(model: DepthNet, dataset: Dataset, *, flip: bool = True, min_depth: float | None = None,
+                     max_depth: float | None = None, size: tuple[int, int] | None = None, batch_size: int = 4,
+                     device: str | torch.device | None = None, limit: int | None = None,
+                     progress: bool = False) -> Iterator[tuple[np.ndarray, dict[str, Any]]]:
+    """Yield ``(pred, sample)`` per image: pred (H,W) float32 metres at the sample's depth resolution.
+
+    Only one batch is held at a time. All samples must share the first one's depth size.
+    """
+    _check_options(batch_size, limit)
+    device = device if isinstance(device, torch.device) else resolve_device(device)
     model = model.to(device).eval()
     n = len(dataset) if limit is None else min(limit, len(dataset))
     if n == 0:
         raise ValueError("evaluation dataset is empty")
     first = dataset[0]
     h, w = first["depth"].shape
-    pred = np.zeros((n, h, w), np.float32)
-    gt = np.zeros((n, h, w), np.float32)
-    valid = np.zeros((n, h, w), bool)
-    names: list[str] = []
-    indices = range(0, n, batch_size)
+    starts: Any = range(0, n, batch_size)
     if progress:
         from tqdm import tqdm
 
-        indices = tqdm(indices, desc="evaluate", unit="batch")
-    for start in indices:
+        starts = tqdm(starts, desc="evaluate", unit="batch")
+    for start in starts:
         samples = [first if i == 0 else dataset[i] for i in range(start, min(start + batch_size, n))]
         for j, s in enumerate(samples):
             if s["depth"].shape != (h, w):
                 raise ValueError(f"sample {start + j} ({s['name']}): ground truth is {s['depth'].shape[::-1]} (WxH), "
                                  f"the first sample's is {(w, h)}; evaluate one size at a time")
-            gt[start + j], valid[start + j] = s["depth"], s["valid"]
-            names.append(s["name"])
         rgb = rgb_to_tensor([s["rgb"] for s in samples], device)
         out = infer(model, rgb, flip=flip, input_size=size, output_size=(h, w), min_depth=min_depth,
-                    max_depth=max_depth)
-        pred[start:start + len(samples)] = out[:, 0].float().cpu().numpy()
-    return Predictions(pred, gt, valid, names)
+                    max_depth=max_depth)[:, 0].float().cpu().numpy()
+        del rgb
+        for j, s in enumerate(samples):
+            yield out[j], s
 
 
-def evaluate(model: DepthNet, dataset: Dataset, protocol: str = "eigen", *, crop: Any = None, flip: bool = True,
-             min_depth: float | None = None, max_depth: float | None = None,
-             size: tuple[int, int] | None = None, median_scaling: bool = False, batch_size: int = 4, device: str | torch.device | None = None,
-             limit: int | None = None, progress: bool = False,
-             predictions: Predictions | None = None) -> dict[str, Any]:
-    """Metrics of `model` on `dataset` under `protocol`; the record names the protocol and its options.
+def predict_dataset(model: DepthNet, dataset: Dataset, *, flip: bool = True, min_depth: float | None = None,
+                    max_depth: float | None = None, size: tuple[int, int] | None = None, batch_size: int = 4,
+                    device: str | torch.device | None = None, limit: int | None = None,
+                    progress: bool = False) -> Predictions:
+    """Predict every sample of `dataset` (the sample contract of `transferdepth.data`) in metres, all in RAM
+    (for figures; `evaluate` streams instead)."""
+    preds, gts, valids, names = [], [], [], []
+    for pred, s in iter_predictions(model, dataset, flip=flip, min_depth=min_depth, max_depth=max_depth,
+                                    size=size, batch_size=batch_size, device=device, limit=limit,
+                                    progress=progress):
+        preds.append(pred)
+        gts.append(np.asarray(s["depth"], np.float32))
+        valids.append(np.asarray(s["valid"], bool))
+        names.append(s["name"])
+    return Predictions(np.stack(preds), np.stack(gts), np.stack(valids), names)
 
-    crop: None = the protocol's default (for `densedepth`, the dataset's `crop` attribute, e.g. from
-    nyu_test.zip, else none), "full" = whole frame, or (top, bottom, left, right) inclusive.
-    median_scaling: scale each prediction by median(gt)/median(pred) over valid pixels (for data whose
-    scale the model cannot know, e.g. another scene or sensor); said in the record.
-    """
-    if protocol not in PROTOCOLS:
-        raise ValueError(f"unknown protocol '{protocol}'; known: {', '.join(PROTOCOLS)}")
-    min_depth = model.min_depth if min_depth is None else min_depth
-    max_depth = model.max_depth if max_depth is None else max_depth
-    p = predictions or predict_dataset(model, dataset, flip=flip, min_depth=min_depth, max_depth=max_depth,
-                                       size=size, batch_size=batch_size, device=device, limit=limit,
-                                       progress=progress)
-    h, w = p.gt.shape[1:]
+
+def _resolve_crop(crop: Any, protocol: str, dataset: Any, h: int, w: int) -> Any:
     if crop is None and protocol == "densedepth":
         crop = getattr(dataset, "crop", None)
     if isinstance(crop, str):
         if crop != "full":
             raise ValueError(f"crop must be None, 'full' or (top, bottom, left, right), got '{crop}'")
         crop = (0, h - 1, 0, w - 1)
-    pred = median_scale(p.pred, p.gt, p.valid).astype(np.float32) if median_scaling else p.pred
-    metrics = depth_metrics(pred, p.gt, protocol, crop=crop, max_depth=max_depth)
-    metrics["crop"] = list(crop) if crop is not None else "protocol default"
+    return crop
+
+
+def evaluate(model: DepthNet, dataset: Dataset, protocol: str = "eigen", *, crop: Any = None, flip: bool = True,
+             min_depth: float | None = None, max_depth: float | None = None,
+             size: tuple[int, int] | None = None, median_scaling: bool = False, batch_size: int = 4,
+             device: str | torch.device | None = None, limit: int | None = None, progress: bool = False,
+             predictions: Predictions | None = None) -> dict[str, Any]:
+    """Metrics of `model` on `dataset` under `protocol`; the record names the protocol and its options.
+
+    Streams (memory does not grow with the test set) unless `predictions` (from `predict_dataset`) is given,
+    which is evaluated image by image without predicting again.
+    crop: None = the protocol's default (for `densedepth`, the dataset's `crop` attribute, e.g. from
+    nyu_test.zip, else none), "full" = whole frame, or (top, bottom, left, right) inclusive.
+    min_depth, max_depth: clamp range in metres (default: the model's). The eigen mask is
+    EIGEN_MIN_GT_M < gt < max_depth (the protocol fixes the lower bound; the upper follows the model).
+    median_scaling: scale each prediction by median(gt)/median(pred) over valid pixels (for data whose
+    scale the model cannot know, e.g. another scene or sensor); said in the record.
+    device: 'auto'/None, 'cpu', 'cuda:N' (`utils.resolve_device`) or a torch.device.
+    """
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"unknown protocol '{protocol}'; known: {', '.join(PROTOCOLS)}")
+    min_depth = model.min_depth if min_depth is None else min_depth
+    max_depth = model.max_depth if max_depth is None else max_depth
+    min_depth, max_depth = check_depth_range(min_depth, max_depth, "evaluate: depth range")
+    _check_options(batch_size, limit)
+    if predictions is not None:
+        p = predictions
+        pairs: Any = ((p.pred[i], {"depth": p.gt[i], "valid": p.valid[i]}) for i in range(len(p.pred)))
+    else:
+        pairs = iter_predictions(model, dataset, flip=flip, min_depth=min_depth, max_depth=max_depth, size=size,
+                                 batch_size=batch_size, device=device, limit=limit, progress=progress)
+    acc, used_crop = None, None
+    for pred, s in pairs:
+        gt = np.asarray(s["depth"], np.float32)
+        if acc is None:
+            used_crop = _resolve_crop(crop, protocol, dataset, *gt.shape)
+            acc = MetricAccumulator(protocol, used_crop, EIGEN_MIN_GT_M, max_depth)
+        if median_scaling:
+            pred = median_scale(pred[None], gt[None], np.asarray(s["valid"], bool)[None])[0]
+        acc.add(pred, gt)
+    if acc is None:
+        raise ValueError("evaluation dataset is empty")
+    metrics = acc.result()
+    metrics["rmse_pooling"] = RMSE_POOLING[protocol]
+    metrics["crop"] = list(used_crop) if used_crop is not None else "protocol default"
+    metrics["mask_m"] = [EIGEN_MIN_GT_M, max_depth] if protocol == "eigen" else None
     metrics["flip"] = flip
     metrics["median_scaled"] = median_scaling
     metrics["clamp_m"] = [min_depth, max_depth]
@@ -109,6 +165,10 @@ def evaluate(model: DepthNet, dataset: Dataset, protocol: str = "eigen", *, crop
 def describe(metrics: dict[str, Any]) -> str:
     """A short name of how the numbers were made, printed next to every table."""
     parts = [f"protocol {metrics['protocol']}", f"crop {metrics.get('crop')}"]
+    if metrics.get("mask_m"):
+        parts.append(f"mask {metrics['mask_m'][0]:g} < gt < {metrics['mask_m'][1]:g} m")
+    if metrics.get("rmse_pooling"):
+        parts.append(f"RMSE {metrics['rmse_pooling']}")
     if metrics.get("median_scaled"):
         parts.append("median-scaled per image")
     if metrics.get("flip") is False:

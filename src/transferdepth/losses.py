@@ -10,9 +10,16 @@ whatever the target holds there (0, NaN, garbage) cannot change the loss, and th
 hole pixel receives exactly zero gradient from every term:
 
 * depth L1: mean over valid pixels only;
-* gradient L1: forward differences in x and y; a difference counts only if both of its pixels are
-  valid; each direction is averaged over its own valid differences and the two means are summed
-  (DenseDepth sums ``|dy| + |dx|`` per pixel);
+* gradient L1 (``grad_term``): forward differences in x and y; a difference counts only if both of
+  its pixels are valid.
+  - ``"mean"`` (default): each direction is averaged over its own valid differences and the two means
+    are summed.
+  - ``"tf"``: DenseDepth's ``K.mean(|dy_p - dy_t| + |dx_p - dx_t|)`` with TensorFlow's
+    ``tf.image.image_gradients``, which pads a zero row (dy) and a zero column (dx) and so divides both
+    sums by H*W. With a mask: the sum of the counted |differences| of both directions, divided by the
+    number of VALID pixels (each valid pixel owns its down and right difference, which is 0 when its
+    neighbour is a hole or off the image). All pixels valid: exactly TensorFlow's value, i.e. ``"mean"``
+    scaled by about (1 - 1/W) and (1 - 1/H): 0.37% lower at 240x320;
 * SSIM: Gaussian window, "valid" convolution (no padding, the border of ``window // 2`` pixels that
   scikit-image crops never exists), and ``(1 - SSIM) / 2`` is averaged over the windows whose
   centre pixel is valid.
@@ -29,7 +36,7 @@ from torch import Tensor
 from transferdepth.recipe import MAX_DEPTH_M, MIN_DEPTH_M, depth_to_depthnorm, depthnorm_to_depth
 
 # DepthNorm and the depth range live in `transferdepth.recipe` (one home); re-exported for callers of old.
-__all__ = ["depth_loss", "depth_to_depthnorm", "depthnorm_to_depth", "gradient_l1", "ssim"]
+__all__ = ["GRAD_TERMS", "depth_loss", "depth_to_depthnorm", "depthnorm_to_depth", "gradient_l1", "ssim"]
 
 
 def _gaussian_taps(window: int, sigma: float, dtype: torch.dtype, device: torch.device) -> Tensor:
@@ -93,18 +100,30 @@ def _weighted_mean(values: Tensor, weights: Tensor) -> Tensor:
     return (values * weights).sum() / weights.sum().clamp(min=1.0)
 
 
-def gradient_l1(pred: Tensor, target: Tensor, valid: Tensor) -> Tensor:
-    """Masked L1 between forward differences of (N,1,H,W) pred and target, x mean + y mean.
+GRAD_TERMS = ("mean", "tf")
 
-    A difference ``a[i+1] - a[i]`` counts only if ``valid[i]`` and ``valid[i+1]``.
+
+def gradient_l1(pred: Tensor, target: Tensor, valid: Tensor, grad_term: str = "mean") -> Tensor:
+    """Masked L1 between forward differences of (N,1,H,W) pred and target.
+
+    A difference ``a[i+1] - a[i]`` counts only if ``valid[i]`` and ``valid[i+1]``. ``grad_term="mean"``:
+    x mean + y mean over the counted differences; ``"tf"``: their sum over the number of valid pixels
+    (TensorFlow's image_gradients + mean; see the module docstring).
     """
+    if grad_term not in GRAD_TERMS:
+        raise ValueError(f"grad_term must be one of {', '.join(GRAD_TERMS)}, got {grad_term!r}")
     total = pred.new_zeros(())
     for dim in (-1, -2):
         n = pred.shape[dim]
         dp = pred.narrow(dim, 1, n - 1) - pred.narrow(dim, 0, n - 1)
         dt = target.narrow(dim, 1, n - 1) - target.narrow(dim, 0, n - 1)
-        pair_valid = valid.narrow(dim, 1, n - 1) & valid.narrow(dim, 0, n - 1)
-        total = total + _weighted_mean((dp - dt).abs(), pair_valid.to(pred.dtype))
+        pair_valid = (valid.narrow(dim, 1, n - 1) & valid.narrow(dim, 0, n - 1)).to(pred.dtype)
+        if grad_term == "mean":
+            total = total + _weighted_mean((dp - dt).abs(), pair_valid)
+        else:
+            total = total + ((dp - dt).abs() * pair_valid).sum()
+    if grad_term == "tf":
+        total = total / valid.sum().clamp(min=1).to(pred.dtype)
     return total
 
 
@@ -126,14 +145,18 @@ def depth_loss(
     w_ssim: float = 1.0,
     max_depth: float = MAX_DEPTH_M,
     min_depth: float = MIN_DEPTH_M,
+    grad_term: str = "mean",
     return_terms: bool = False,
 ) -> Tensor | tuple[Tensor, dict[str, float]]:
     """DenseDepth loss on DepthNorm: ``w_depth*L1 + w_grad*L1(gradients) + w_ssim*(1-SSIM)/2``, masked.
 
     pred_depthnorm: (N,1,h,w) network output (DepthNorm). depth_m: target in metres and valid: bool
     mask, both (N,1,h,w) or (N,h,w) at the prediction's resolution. Computed in float32 with autocast
-    off. Returns a scalar tensor, or ``(loss, {"depth", "grad", "ssim", "loss"} as floats)``.
+    off. grad_term: "mean" or "tf" (TensorFlow's image_gradients as DenseDepth uses it; module docstring).
+    Returns a scalar tensor, or ``(loss, {"depth", "grad", "ssim", "loss"} as floats)``.
     """
+    if grad_term not in GRAD_TERMS:
+        raise ValueError(f"depth_loss: grad_term must be one of {', '.join(GRAD_TERMS)}, got {grad_term!r}")
     depth_m, valid = _as_n1hw(depth_m, "depth_m"), _as_n1hw(valid, "valid")
     if pred_depthnorm.shape != depth_m.shape or valid.shape != depth_m.shape:
         raise ValueError(f"depth_loss: pred_depthnorm {tuple(pred_depthnorm.shape)} must match the target "
@@ -146,7 +169,7 @@ def depth_loss(
         target = torch.where(valid, depth_to_depthnorm(depth_m.float(), max_depth, min_depth), pred.detach())
         masked_pred = torch.where(valid, pred, pred.detach())
         l_depth = _weighted_mean((masked_pred - target).abs(), valid.float())
-        l_grad = gradient_l1(masked_pred, target, valid)
+        l_grad = gradient_l1(masked_pred, target, valid, grad_term)
         smap = ssim(masked_pred, target, data_range=max_depth / min_depth, reduction="none")
         l_ssim = _weighted_mean((1.0 - smap) / 2.0, _centre_weights(valid, 11, smap.dtype))
         loss = w_depth * l_depth + w_grad * l_grad + w_ssim * l_ssim

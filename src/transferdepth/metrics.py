@@ -1,15 +1,20 @@
-"""Depth evaluation metrics (metres) under the two named protocols of the literature.
+"""Depth evaluation metrics (metres) under the two named protocols of the literature, computed one image
+at a time (`MetricAccumulator`) so that memory does not grow with the test set.
 
 ``crop`` is always ``(top, bottom, left, right)`` INCLUSIVE, like ``eigen_test_crop.npy`` of
 DenseDepth's nyu_test.zip: it keeps rows ``top..bottom`` and columns ``left..right``.
 
 * ``densedepth`` (DenseDepth's ``compute_errors``): optional crop, no validity mask, every metric
-  POOLED over all pixels of all images. gt must be > 0 everywhere (else ValueError).
+  POOLED over all pixels of all images (the accumulator keeps pixel sums). gt must be > 0 everywhere
+  (else ValueError).
 * ``eigen`` (BTS / AdaBins / ZoeDepth): crop rows 45:471, cols 41:601 of a 480x640 image, i.e.
   inclusive ``(45, 470, 41, 600)``; for an HxW image the half-open bounds 45:471, 41:601 are scaled
-  by H/480 and W/640 and rounded half up (240x320 -> rows 23:236, cols 21:301); ``crop`` overrides it. Valid pixels: ``min_depth < gt < max_depth``. As in those
-  repositories, pred is clipped to [min_depth, max_depth]. Metrics per image, then averaged over
-  the images that have at least one valid pixel.
+  by H/480 and W/640 and rounded half up (240x320 -> rows 23:236, cols 21:301; 120x160 -> rows 11:118,
+  cols 10:150); ``crop`` overrides it. Valid pixels: ``min_depth < gt < max_depth`` (strict, as BTS:
+  a gt of exactly max_depth is not counted). The protocol fixes the lower bound (EIGEN_MIN_GT_M = 1e-3,
+  "gt is a measurement"); the upper bound follows the model's range (`evaluate` passes the model's
+  ``max_depth``: 10 m for NYU models). As in those repositories, pred is clipped to [min_depth, max_depth].
+  Metrics per image, then averaged over the images that have at least one valid pixel.
 
 Definitions (gt first): thresh = max(gt/pred, pred/gt), d_k = mean(thresh < 1.25**k),
 abs_rel = mean(|gt-pred|/gt), sq_rel = mean((gt-pred)^2/gt), rmse = sqrt(mean((gt-pred)^2)),
@@ -17,6 +22,17 @@ rmse_log = sqrt(mean((ln gt - ln pred)^2)), log10 = mean(|log10 gt - log10 pred|
 silog = 100 * sqrt(mean(e^2) - mean(e)^2) with e = ln pred - ln gt (BTS reports it times 100).
 pred <= 0 is clamped to PRED_EPS_M = 1e-6 m (only matters for ``densedepth``; ``eigen`` clips
 to min_depth). Non-finite pred raises ValueError.
+
+Two differences from DenseDepth's code, on purpose:
+
+* DenseDepth calls ``compute_errors(predictions, testSetDepths)`` on a function declared
+  ``compute_errors(gt, pred)``: its arguments are swapped, so its abs_rel divides by the PREDICTION
+  (0.1274 instead of 0.1234 for the released nyu.h5). Here abs_rel (and sq_rel) divide by the ground truth,
+  as the metric is defined; the other metrics are symmetric and unaffected.
+* DenseDepth's RMSE was a mean of per-image RMSEs until August 2019 (commit fdcef58, the paper's 0.465) and
+  is pooled since (0.549 for the same model). ``rmse`` is the protocol's own (pooled for ``densedepth``,
+  per image for ``eigen``); ``rmse_per_image`` (mean over images of each image's RMSE) is the paper's
+  variant, in every record. ``RMSE_POOLING`` names which one ``rmse`` is; every table says it.
 """
 
 from __future__ import annotations
@@ -26,8 +42,12 @@ from typing import Any
 import numpy as np
 
 PROTOCOLS = ("densedepth", "eigen")
-METRIC_KEYS = ("d1", "d2", "d3", "abs_rel", "sq_rel", "rmse", "rmse_log", "log10", "silog")
+# The one list of metric names (tables, records, the comparison study).
+METRIC_KEYS = ("d1", "d2", "d3", "abs_rel", "sq_rel", "rmse", "rmse_log", "log10", "silog", "rmse_per_image")
+# What `rmse` averages under each protocol (named in every table).
+RMSE_POOLING = {"densedepth": "pooled over all pixels", "eigen": "mean of per-image RMSE"}
 EIGEN_CROP_480x640 = (45, 470, 41, 600)  # inclusive; = rows 45:471, cols 41:601
+EIGEN_MIN_GT_M = 1e-3  # BTS's min_depth_eval: the protocol's lower bound of valid ground truth
 PRED_EPS_M = 1e-6
 
 Crop = tuple[int, int, int, int]
@@ -72,18 +92,106 @@ def apply_crop(a: np.ndarray, crop: Crop | Any) -> np.ndarray:
     return a[..., top: bottom + 1, left: right + 1]
 
 
-def compute_errors(pred: np.ndarray, gt: np.ndarray) -> dict[str, float]:
-    """All metrics over two flat arrays of positive depths (metres), pooled."""
+_SUM_KEYS = ("n", "d1", "d2", "d3", "abs_rel", "sq_rel", "sq_err", "log_sq", "log", "log10")
+
+
+def _sums(pred: np.ndarray, gt: np.ndarray) -> dict[str, float]:
+    """Pixel sums of two flat float64 arrays of positive depths (metres); `n` is the pixel count."""
     thresh = np.maximum(gt / pred, pred / gt)
     err_log = np.log(pred) - np.log(gt)
-    out = {f"d{k}": float(np.mean(thresh < 1.25**k)) for k in (1, 2, 3)}
-    out["abs_rel"] = float(np.mean(np.abs(gt - pred) / gt))
-    out["sq_rel"] = float(np.mean((gt - pred) ** 2 / gt))
-    out["rmse"] = float(np.sqrt(np.mean((gt - pred) ** 2)))
-    out["rmse_log"] = float(np.sqrt(np.mean(err_log**2)))
-    out["log10"] = float(np.mean(np.abs(np.log10(gt) - np.log10(pred))))
-    out["silog"] = float(np.sqrt(max(np.mean(err_log**2) - np.mean(err_log) ** 2, 0.0)) * 100.0)
+    diff = gt - pred
+    out = {"n": float(gt.size)}
+    out.update({f"d{k}": float(np.count_nonzero(thresh < 1.25**k)) for k in (1, 2, 3)})
+    out["abs_rel"] = float(np.sum(np.abs(diff) / gt))
+    out["sq_rel"] = float(np.sum(diff**2 / gt))
+    out["sq_err"] = float(np.sum(diff**2))
+    out["log_sq"] = float(np.sum(err_log**2))
+    out["log"] = float(np.sum(err_log))
+    out["log10"] = float(np.sum(np.abs(np.log10(gt) - np.log10(pred))))
     return out
+
+
+def _from_sums(s: dict[str, float]) -> dict[str, float]:
+    n = s["n"]
+    out = {f"d{k}": s[f"d{k}"] / n for k in (1, 2, 3)}
+    out["abs_rel"] = s["abs_rel"] / n
+    out["sq_rel"] = s["sq_rel"] / n
+    out["rmse"] = float(np.sqrt(s["sq_err"] / n))
+    out["rmse_log"] = float(np.sqrt(s["log_sq"] / n))
+    out["log10"] = s["log10"] / n
+    out["silog"] = float(np.sqrt(max(s["log_sq"] / n - (s["log"] / n) ** 2, 0.0)) * 100.0)
+    return out
+
+
+def compute_errors(pred: np.ndarray, gt: np.ndarray) -> dict[str, float]:
+    """All metrics over two flat arrays of positive depths (metres), pooled. Ground truth is the divisor."""
+    return _from_sums(_sums(np.asarray(pred, np.float64).ravel(), np.asarray(gt, np.float64).ravel()))
+
+
+class MetricAccumulator:
+    """Metrics of a test set fed one image (or a few) at a time; memory does not grow with the set.
+
+    ``add(pred_m, gt_m)`` takes (H,W) or (N,H,W) metres (numpy or torch); ``result()`` returns the record
+    that `depth_metrics` returns for all the images at once (same definitions, see the module docstring).
+    ``densedepth`` keeps float64 pixel sums (pooled) and one RMSE per image; ``eigen`` keeps one metric
+    row per image.
+    """
+
+    def __init__(self, protocol: str, crop: Crop | Any | None = None, min_depth: float = EIGEN_MIN_GT_M,
+                 max_depth: float = 10.0):
+        if protocol not in PROTOCOLS:
+            raise ValueError(f"unknown protocol {protocol!r}; known protocols: {', '.join(PROTOCOLS)}")
+        if not 0 <= min_depth < max_depth:
+            raise ValueError(f"metric depth range needs 0 <= min_depth < max_depth (metres), got "
+                             f"{min_depth} and {max_depth}")
+        self.protocol, self.crop = protocol, crop
+        self.min_depth, self.max_depth = float(min_depth), float(max_depth)
+        self.n_seen = 0
+        self._sums = dict.fromkeys(_SUM_KEYS, 0.0)
+        self._rows: list[dict[str, float]] = []  # eigen: metrics per image
+        self._rmse_img: list[float] = []  # densedepth: RMSE per image
+
+    def add(self, pred_m: Any, gt_m: Any) -> None:
+        """Add (H,W) or (N,H,W) predictions and ground truth in metres."""
+        pred, gt = _check_pair(pred_m, gt_m)
+        if not np.all(np.isfinite(pred)):
+            raise ValueError(f"pred_m contains {int(np.sum(~np.isfinite(pred)))} non-finite values "
+                             f"(image {self.n_seen} onwards)")
+        for p, g in zip(pred, gt):
+            self._add_one(p, g)
+            self.n_seen += 1
+
+    def _add_one(self, p: np.ndarray, g: np.ndarray) -> None:
+        if self.protocol == "densedepth":
+            if self.crop is not None:
+                p, g = apply_crop(p, self.crop), apply_crop(g, self.crop)
+            if not np.all(g > 0):
+                raise ValueError(f"protocol 'densedepth' has no validity mask but gt_m of image {self.n_seen} "
+                                 f"has {int(np.sum(~(g > 0)))} pixels that are not > 0; use protocol 'eigen'")
+            s = _sums(np.maximum(p, PRED_EPS_M).ravel(), g.ravel())
+            for k, v in s.items():
+                self._sums[k] += v
+            self._rmse_img.append(float(np.sqrt(s["sq_err"] / s["n"])))
+            return
+        box = eigen_crop(*g.shape) if self.crop is None else self.crop
+        p, g = apply_crop(p, box), apply_crop(g, box)
+        valid = (g > self.min_depth) & (g < self.max_depth)
+        if valid.any():
+            self._rows.append(compute_errors(np.clip(p[valid], self.min_depth, self.max_depth), g[valid]))
+
+    def result(self) -> dict[str, Any]:
+        """``protocol``, the METRIC_KEYS as floats and ``n_images`` (JSON-serialisable)."""
+        if self.protocol == "densedepth":
+            if self.n_seen == 0:
+                raise ValueError("protocol 'densedepth': no image was evaluated")
+            errors = _from_sums(self._sums)
+            errors["rmse_per_image"] = float(np.mean(self._rmse_img))
+            return {"protocol": self.protocol, **{k: errors[k] for k in METRIC_KEYS}, "n_images": self.n_seen}
+        if not self._rows:
+            raise ValueError(f"protocol 'eigen': no image has a gt pixel in ({self.min_depth}, {self.max_depth}) m")
+        means = {k: float(np.mean([r[k] for r in self._rows])) for k in METRIC_KEYS if k != "rmse_per_image"}
+        means["rmse_per_image"] = means["rmse"]  # eigen's rmse is already per image
+        return {"protocol": self.protocol, **{k: means[k] for k in METRIC_KEYS}, "n_images": len(self._rows)}
 
 
 def depth_metrics(
@@ -91,38 +199,17 @@ def depth_metrics(
     gt_m: Any,
     protocol: str,
     crop: Crop | Any | None = None,
-    min_depth: float = 1e-3,
+    min_depth: float = EIGEN_MIN_GT_M,
     max_depth: float = 10.0,
 ) -> dict[str, Any]:
     """Metrics of predictions vs ground truth, (N,H,W) metres (numpy or torch), under ``protocol``.
 
-    Returns a JSON-serialisable dict: ``protocol``, the METRIC_KEYS as floats and ``n_images``.
+    ``min_depth``/``max_depth``: the eigen mask and clip (see the module docstring). Returns a
+    JSON-serialisable dict: ``protocol``, the METRIC_KEYS as floats and ``n_images``.
     """
-    if protocol not in PROTOCOLS:
-        raise ValueError(f"unknown protocol {protocol!r}; known protocols: {', '.join(PROTOCOLS)}")
-    pred, gt = _check_pair(pred_m, gt_m)
-    if not np.all(np.isfinite(pred)):
-        raise ValueError(f"pred_m contains {int(np.sum(~np.isfinite(pred)))} non-finite values")
-    if protocol == "densedepth":
-        if crop is not None:
-            pred, gt = apply_crop(pred, crop), apply_crop(gt, crop)
-        if not np.all(gt > 0):
-            raise ValueError(f"protocol 'densedepth' has no validity mask but gt_m has "
-                             f"{int(np.sum(~(gt > 0)))} pixels that are not > 0; use protocol 'eigen'")
-        errors = compute_errors(np.maximum(pred, PRED_EPS_M).ravel(), gt.ravel())
-        return {"protocol": protocol, **errors, "n_images": int(gt.shape[0])}
-    box = eigen_crop(*gt.shape[-2:]) if crop is None else crop
-    pred, gt = apply_crop(pred, box), apply_crop(gt, box)
-    pred = np.clip(pred, min_depth, max_depth)
-    per_image = []
-    for p, g in zip(pred, gt):
-        valid = (g > min_depth) & (g < max_depth)
-        if valid.any():
-            per_image.append(compute_errors(p[valid], g[valid]))
-    if not per_image:
-        raise ValueError(f"protocol 'eigen': no image has a gt pixel in ({min_depth}, {max_depth}) m")
-    means = {k: float(np.mean([r[k] for r in per_image])) for k in METRIC_KEYS}
-    return {"protocol": protocol, **means, "n_images": len(per_image)}
+    acc = MetricAccumulator(protocol, crop, min_depth, max_depth)
+    acc.add(pred_m, gt_m)
+    return acc.result()
 
 
 def median_scale(pred_m: Any, gt_m: Any, valid: Any) -> np.ndarray:
@@ -142,29 +229,3 @@ def median_scale(pred_m: Any, gt_m: Any, valid: Any) -> np.ndarray:
                 raise ValueError(f"median_scale: image {i} has median prediction {med_pred} <= 0 m")
             out[i] *= np.median(gt[i][mask[i]]) / med_pred
     return out
-
-
-_HEADERS = {"d1": "δ1 ↑", "d2": "δ2 ↑", "d3": "δ3 ↑", "abs_rel": "AbsRel ↓", "sq_rel": "SqRel ↓",
-            "rmse": "RMSE ↓", "rmse_log": "RMSElog ↓", "log10": "log10 ↓", "silog": "SILog ↓"}
-
-
-def _cell(v: Any) -> str:
-    if v is None:
-        return "-"
-    if isinstance(v, float):
-        return f"{v:.3f}"
-    return str(v)
-
-
-def format_metrics_table(records: list[dict[str, Any]]) -> str:
-    """Markdown table of metric records: extra keys first (e.g. encoder), then protocol, n_images, metrics."""
-    if not records:
-        raise ValueError("format_metrics_table: no records given")
-    fixed = ("protocol", "n_images", *METRIC_KEYS)
-    extra = [k for k in dict.fromkeys(k for r in records for k in r) if k not in fixed]
-    cols = [*extra, *fixed]
-    lines = ["| " + " | ".join(_HEADERS.get(c, c) for c in cols) + " |",
-             "|" + "|".join("---" if c in extra or c == "protocol" else "---:" for c in cols) + "|"]
-    for r in records:
-        lines.append("| " + " | ".join(_cell(r.get(c)) for c in cols) + " |")
-    return "\n".join(lines) + "\n"

@@ -17,6 +17,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from transferdepth.metrics import METRIC_KEYS, RMSE_POOLING  # noqa: E402
 from transferdepth.utils import atomic_write  # noqa: E402
 
 CMAP = "plasma"
@@ -94,32 +95,67 @@ def render_point_cloud(xyz: np.ndarray, colors: np.ndarray, path: str | os.PathL
     return _save(fig, path)
 
 
-# --- tables -------------------------------------------------------------------------------------
+# --- tables: the one formatter of metric tables (Markdown for the CLI and comparison.md, HTML for pages) ---
 
-METRIC_COLUMNS = ("d1", "d2", "d3", "abs_rel", "sq_rel", "rmse", "rmse_log", "log10", "silog")
+METRIC_COLUMNS = METRIC_KEYS  # one list of metric names: `transferdepth.metrics.METRIC_KEYS`
+METRIC_LABELS = {"d1": "δ1 ↑", "d2": "δ2 ↑", "d3": "δ3 ↑", "abs_rel": "AbsRel ↓", "sq_rel": "SqRel ↓",
+                 "rmse": "RMSE ↓", "rmse_log": "RMSElog ↓", "log10": "log10 ↓", "silog": "SILog ↓",
+                 "rmse_per_image": "RMSE/img ↓"}
+_LEFT = ("protocol", "encoder", "data", "how", "device")
 
 
 def _fmt(v: Any) -> str:
+    if v is None:
+        return "-"
     if isinstance(v, float):
         return f"{v:.3f}" if abs(v) < 1000 else f"{v:.0f}"
     return str(v)
 
 
+def _default_columns(records: list[dict[str, Any]]) -> list[str]:
+    """Extra keys first (e.g. encoder), then protocol, n_images and the metrics."""
+    fixed = ("protocol", "n_images", *METRIC_KEYS)
+    return [*(k for k in dict.fromkeys(k for r in records for k in r) if k not in fixed), *fixed]
+
+
+def rmse_note(records: list[dict[str, Any]]) -> str:
+    """Which RMSE the table's `rmse` column is: from each record's `protocol` (or its `how` text)."""
+    kinds = []
+    for r in records:
+        proto = r.get("protocol") or next((p for p in RMSE_POOLING if f"protocol {p}" in str(r.get("how", ""))),
+                                          None)
+        kinds.append(f"{proto}: {RMSE_POOLING[proto]}" if proto in RMSE_POOLING else "unknown protocol")
+    return ("RMSE = " + "; ".join(dict.fromkeys(kinds)) +
+            ". RMSE/img = mean of per-image RMSE (DenseDepth before fdcef58, the paper's).")
+
+
 def table_rows(records: list[dict[str, Any]], columns: Sequence[str]) -> list[list[str]]:
-    return [[_fmt(r.get(c, "")) for c in columns] for r in records]
+    return [[_fmt(r.get(c)) for c in columns] for r in records]
 
 
-def markdown_table(records: list[dict[str, Any]], columns: Sequence[str]) -> str:
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(row) + " |" for row in table_rows(records, columns)]
-    return "\n".join(lines) + "\n"
+def markdown_table(records: list[dict[str, Any]], columns: Sequence[str] | None = None) -> str:
+    """Markdown table of metric records (default columns: extra keys, protocol, n_images, METRIC_KEYS),
+    followed by a line naming which RMSE it shows (when it shows one)."""
+    if not records and columns is None:
+        raise ValueError("markdown_table: no records and no columns given")
+    cols = list(columns) if columns is not None else _default_columns(records)
+    lines = ["| " + " | ".join(METRIC_LABELS.get(c, c) for c in cols) + " |",
+             "|" + "|".join("---" if c in _LEFT else "---:" for c in cols) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in table_rows(records, cols)]
+    text = "\n".join(lines) + "\n"
+    return text + "\n" + rmse_note(records) + "\n" if "rmse" in cols and records else text
 
 
-def html_table(records: list[dict[str, Any]], columns: Sequence[str]) -> str:
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
+def html_table(records: list[dict[str, Any]], columns: Sequence[str] | None = None) -> str:
+    """The same table as `markdown_table`, as HTML (the RMSE note as a caption)."""
+    if not records and columns is None:
+        raise ValueError("html_table: no records and no columns given")
+    cols = list(columns) if columns is not None else _default_columns(records)
+    head = "".join(f"<th>{html.escape(METRIC_LABELS.get(c, c))}</th>" for c in cols)
     body = "".join("<tr>" + "".join(f"<td>{html.escape(v)}</td>" for v in row) + "</tr>"
-                   for row in table_rows(records, columns))
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+                   for row in table_rows(records, cols))
+    caption = f"<caption>{html.escape(rmse_note(records))}</caption>" if "rmse" in cols and records else ""
+    return f"<table>{caption}<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
 def html_page(title: str, sections: list[tuple[str, str]]) -> str:

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+import os
 from pathlib import Path
+
+from transferdepth.metrics import METRIC_KEYS
 
 
 def parse_crop(text: str | None):
@@ -38,35 +42,73 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--protocol", default="eigen", choices=("densedepth", "eigen"))
     p.add_argument("--crop", default=None, help="'full' or top,bottom,left,right (inclusive); default: protocol's")
     p.add_argument("--no-flip", action="store_true", help="do not average with the mirrored prediction")
-    p.add_argument("--min-depth", type=float, default=0.1, help="clamp predictions below (m)")
-    p.add_argument("--max-depth", type=float, default=10.0, help="clamp predictions above (m)")
+    p.add_argument("--min-depth", type=float, default=None,
+                   help="clamp predictions below (m; default: the model's min_depth)")
+    p.add_argument("--max-depth", type=float, default=None,
+                   help="clamp predictions above and, for eigen, mask gt at or above (m; default: the model's)")
     p.add_argument("--size", default=None, help="network input HEIGHTxWIDTH (default: the image's own size)")
     p.add_argument("--median-scale", action="store_true", help="scale each prediction to the GT median")
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--limit", type=int, default=None, help="evaluate the first N images only")
-    p.add_argument("--device", default=None, help="cpu, cuda (default: cuda if available)")
+    p.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda, cuda:N")
     p.add_argument("--out", default=None, help="folder for metrics.json (default: print only)")
     p.set_defaults(func=_run)
+
+
+def check_out_dir(text: str | None) -> Path | None:
+    """--out as a folder we can write metrics.json into (checked before evaluating); None when not given."""
+    if text is None:
+        return None
+    out = Path(text)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {text}: exists and is not a folder")
+    probe = out
+    while not probe.exists():  # the nearest existing parent must be a writable folder
+        probe = probe.parent
+    if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
+        raise ValueError(f"--out {text}: cannot write there ({probe} is not a writable folder)")
+    return out
+
+
+def check_args(args: argparse.Namespace) -> None:
+    """Usage errors found before loading anything (one line each, exit status 2)."""
+    if args.batch_size < 1:
+        raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
+    if args.limit is not None and args.limit < 1:
+        raise ValueError(f"--limit must be >= 1 (images), got {args.limit}")
+    for flag, v in (("--min-depth", args.min_depth), ("--max-depth", args.max_depth)):
+        if v is not None and not (math.isfinite(v) and v > 0):
+            raise ValueError(f"{flag} must be a finite depth > 0 in metres, got {v}")
+    if args.min_depth is not None and args.max_depth is not None and args.min_depth >= args.max_depth:
+        raise ValueError(f"--min-depth {args.min_depth} must be below --max-depth {args.max_depth} (metres)")
 
 
 def _run(args: argparse.Namespace) -> int:
     from transferdepth.checkpoint import load_checkpoint
     from transferdepth.data import open_dataset
     from transferdepth.evaluate import describe, evaluate
-    from transferdepth.metrics import format_metrics_table
-    from transferdepth.report import write_text
+    from transferdepth.recipe import check_depth_range
+    from transferdepth.report import markdown_table, write_text
+    from transferdepth.utils import resolve_device
 
+    check_args(args)
     crop, size = parse_crop(args.crop), parse_size(args.size)
+    out = check_out_dir(args.out)
+    device = resolve_device(args.device)
     model = load_checkpoint(args.checkpoint)
+    min_depth = model.min_depth if args.min_depth is None else args.min_depth
+    max_depth = model.max_depth if args.max_depth is None else args.max_depth
+    check_depth_range(min_depth, max_depth, "--min-depth/--max-depth (with the model's range)")
     dataset = open_dataset(args.data, args.split)
-    metrics = evaluate(model, dataset, args.protocol, crop=crop, flip=not args.no_flip, min_depth=args.min_depth,
-                       max_depth=args.max_depth, size=size, median_scaling=args.median_scale,
-                       batch_size=args.batch_size, device=args.device, limit=args.limit, progress=True)
+    metrics = evaluate(model, dataset, args.protocol, crop=crop, flip=not args.no_flip, min_depth=min_depth,
+                       max_depth=max_depth, size=size, median_scaling=args.median_scale,
+                       batch_size=args.batch_size, device=device, limit=args.limit, progress=True)
     metrics["checkpoint"] = str(args.checkpoint)
     metrics["data"] = args.data
     print(f"{args.data}: {describe(metrics)}, {metrics['n_images']} images")
-    print(format_metrics_table([metrics]))
-    if args.out:
-        path = write_text(Path(args.out) / "metrics.json", json.dumps(metrics, indent=2))
+    print(markdown_table([{k: v for k, v in metrics.items() if k in ("protocol", "n_images")
+                           or k in METRIC_KEYS}]))
+    if out is not None:
+        path = write_text(out / "metrics.json", json.dumps(metrics, indent=2))
         print(f"wrote {path}")
     return 0
