@@ -9,9 +9,11 @@ import argparse
 import tempfile
 from pathlib import Path
 
+from transferdepth.cli import COMMANDS
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("export", help="export a checkpoint to ONNX or TorchScript (dynamic height and width)",
+    p = sub.add_parser("export", help=COMMANDS["export"],
                        description=__doc__.splitlines()[0])
     p.add_argument("--checkpoint", required=True, help="checkpoint directory (model.safetensors + config.json)")
     p.add_argument("--format", required=True, choices=("onnx", "torchscript"), dest="fmt")
