@@ -6,6 +6,7 @@ The exported graph takes (N,3,H,W) float32 RGB in [0,1] of any size and returns 
 from __future__ import annotations
 
 import argparse
+import os
 import tempfile
 from pathlib import Path
 
@@ -26,6 +27,9 @@ def _run(args: argparse.Namespace) -> int:
     from transferdepth.export import export_checkpoint
 
     out = Path(args.out)
+    if args.out.endswith(("/", os.sep)) or out.is_dir():
+        raise UserError(f"--out {args.out}: is a folder; give the file to write, e.g. "
+                        f"{out / ('model.onnx' if args.fmt == 'onnx' else 'model.pt')}")
     try:  # fail before the (slow) export if the output cannot be written
         out.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=out.parent, prefix=".write-test-"):
