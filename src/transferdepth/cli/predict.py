@@ -40,7 +40,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--input-size", default=None, metavar="HEIGHTxWIDTH",
                    help="network input size for every image (e.g. the training resolution, 240x320); "
                         "overrides --max-side")
-    p.add_argument("--max-side", type=int, default=1280, metavar="PIXELS",
+    p.add_argument("--max-side", type=int, default=None, metavar="PIXELS",
                    help="the network sees each image scaled down (aspect kept) so its longer side is at most "
                         "PIXELS, and the depth map is resized back to the image's size; bounds memory "
                         "(default: 1280; 0 = each image at its own size)")
@@ -85,7 +85,7 @@ def parse_options(args: argparse.Namespace):
             raise UserError(f"{option} must be at least 1, got {value}")
     if args.max_pixels is not None and args.max_pixels < 1:
         raise UserError(f"--max-pixels must be positive, got {args.max_pixels}")
-    if args.max_side < 0:
+    if args.max_side is not None and args.max_side < 0:
         raise UserError(f"--max-side must be a number of pixels (0 = no limit), got {args.max_side}")
     return OutputOptions(tuple(dict.fromkeys(formats)), args.cmap, range_m, args.colorbar, intrinsics,
                          args.stride, args.ply_ascii)
@@ -110,14 +110,15 @@ def _run(args: argparse.Namespace) -> int:
 
     from tqdm import tqdm
 
-    from transferdepth.api import DEFAULT_MAX_PIXELS, DepthEstimator
+    from transferdepth.api import DEFAULT_MAX_PIXELS, DEFAULT_MAX_SIDE, DepthEstimator
     from transferdepth.predict import find_inputs, predict_files, print_summary
     from transferdepth.utils import resolve_device
 
     device = resolve_device(args.device, "--device")  # before the checkpoint is read
     est = DepthEstimator.from_pretrained(args.checkpoint, device=device, flip=args.flip,
                                          max_pixels=args.max_pixels or DEFAULT_MAX_PIXELS,
-                                         input_size=input_size, max_side=args.max_side or None)
+                                         input_size=input_size,
+                                         max_side=DEFAULT_MAX_SIDE if args.max_side is None else args.max_side or None)
     files, failures = find_inputs(args.paths, args.recursive)
     for f in failures:
         print(f"transferdepth: error: {f}", file=sys.stderr)
