@@ -181,13 +181,16 @@ def test_exit_codes_2_for_usage_1_only_for_failed_inputs(ckpt, photo, tmp_path, 
     assert "--format: unknown format jpeg" in one_line_error(capsys, rc)
 
 
-def test_a_bug_is_not_reported_as_a_usage_error(monkeypatch, ckpt, photo, tmp_path):
-    """Only the user's errors become one line and exit 2; an internal error keeps its traceback."""
+def test_a_bug_is_not_reported_as_a_usage_error(monkeypatch, ckpt, photo, tmp_path, capsys):
+    """Only the user's errors become one line and exit 2; an internal error prints its traceback and exits
+    3 (so 1 keeps meaning "some inputs failed")."""
     import transferdepth.predict as predict
 
     def broken(*a, **k):
         raise KeyError("internal")
 
     monkeypatch.setattr(predict, "predict_files", broken)
-    with pytest.raises(KeyError):
-        main(["predict", str(photo), "--checkpoint", str(ckpt), "--out", str(tmp_path / "o")])
+    rc = main(["predict", str(photo), "--checkpoint", str(ckpt), "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert rc == 3 and "Traceback (most recent call last)" in err and "KeyError: 'internal'" in err
+    assert err.strip().splitlines()[-1].startswith("transferdepth: internal error (KeyError)")

@@ -2,7 +2,8 @@
 
 Each subcommand lives in `transferdepth/cli/<command>.py` with `add_parser(subparsers)`; it parses its
 arguments and calls the API. Errors a user can fix are printed as one line (`transferdepth: error: ...`)
-with exit status 2, never as a traceback.
+with exit status 2, never as a traceback; exit status 1 means only "some inputs failed" (predict); a bug
+prints its traceback and exits 3.
 """
 
 from __future__ import annotations
@@ -10,6 +11,11 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import traceback
+
+# Exit status (README "Errors and exit codes"): 0 done; 1 only `predict`'s "some inputs failed" (the others
+# were written); 2 a usage or input error, one line, nothing done; 3 a bug (traceback); 130 Ctrl-C.
+EXIT_OK, EXIT_SOME_INPUTS_FAILED, EXIT_USAGE, EXIT_BUG, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 
 # name -> one-line help, in `transferdepth --help` order. `transferdepth --help` / `--version` list these
 # without importing any command module (so without torch); tests/test_layering.py checks each module's own
@@ -90,13 +96,16 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except Exception as e:
-        if not is_user_error(e):
-            raise  # a bug: the traceback is what a bug report needs
+        if not is_user_error(e):  # a bug: the traceback is what a bug report needs; exit 3, not 1 or 2
+            traceback.print_exc()
+            print(f"transferdepth: internal error ({type(e).__name__}); please report it with the traceback "
+                  "above", file=sys.stderr)
+            return EXIT_BUG
         print(f"transferdepth: error: {e}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
     except KeyboardInterrupt:
         print("transferdepth: interrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

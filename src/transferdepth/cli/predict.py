@@ -1,6 +1,7 @@
 """`transferdepth predict PATH... --checkpoint CKPT --out DIR`: depth maps for image files.
 
-Exit status: 0 all inputs done, 1 some inputs failed (listed at the end), 2 usage or checkpoint errors.
+Exit status: 0 all inputs done, 1 some inputs failed (listed at the end; the others were written), 2 usage,
+device or checkpoint errors (nothing predicted).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from transferdepth.cli import COMMANDS, UserError, parse_size
+from transferdepth.cli import COMMANDS, EXIT_OK, EXIT_SOME_INPUTS_FAILED, UserError, parse_size
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -133,4 +134,4 @@ def _run(args: argparse.Namespace) -> int:
     done = total - len(failures)
     print(f"{done} of {total} inputs done, outputs in {os.fspath(out)}")
     print_summary(failures, total)
-    return 1 if failures else 0
+    return EXIT_SOME_INPUTS_FAILED if failures else EXIT_OK
