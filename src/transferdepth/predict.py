@@ -1,4 +1,7 @@
-"""Batch prediction over image files and the output writers (16-bit PNG mm, .npy metres, colour, PLY).
+"""Batch prediction over image files: finding inputs, naming outputs, the loop, point clouds.
+
+The image reader and the depth writers (16-bit PNG mm, .npy metres, colour, PLY) live in
+`transferdepth.imageio`; their names stay importable from here.
 
 Output names, for an input `<stem>.<ext>` (in a sub-folder of `out` mirroring the input's folder with
 `--recursive`): `<stem>_depth_mm.png`, `<stem>_depth_m.npy`, `<stem>_depth_color.png`, `<stem>.ply`.
