@@ -1,6 +1,7 @@
 # Two entry points for a fresh machine (Python 3.11, no GPU needed):
 #   make demo   installs into .venv and runs the offline demo
-#   make test   installs into .venv (with test extras) and runs ruff + the test suite
+#   make test   installs into .venv (with test extras) and runs ruff, the import layering check
+#               (lint-imports, contracts in pyproject.toml) and the test suite
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -26,5 +27,6 @@ demo: $(VENV)/.installed-demo
 # pytest exits 5 when it collects no test: that is a failure here, said plainly
 test: $(VENV)/.installed-test
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports
 	$(BIN)/pytest -q -ra; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests" >&2; exit 1; fi; exit $$rc

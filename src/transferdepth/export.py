@@ -5,6 +5,11 @@ at the input's size, clamped to the model's depth range (metres). Normalisation,
 inversion and upsampling are inside; flip averaging is not (run it twice and average if wanted).
 The contract is stored in the ONNX metadata_props / the TorchScript archive's `transferdepth.json`.
 
+A wrong input: the TorchScript archive checks shape and dtype first (`CheckedInput`; the error's last line
+is ours). ONNX declares the input float32 (batch,3,height,width), and onnxruntime refuses anything else
+itself: `INVALID_ARGUMENT : Got invalid dimensions for input: rgb for the following indices index: 1
+Got: 4 Expected: 3`, or `Unexpected input data type. Actual: (tensor(double)) , expected: (tensor(float))`.
+
 ONNX uses the TorchScript-based exporter (`dynamo=False`): it traces tensor shapes as graph values, so
 the padding, the decoder's upsampling sizes and the crop follow the input at run time (checked by the
 tests at several sizes), and it takes about a second. The torch.export-based exporter also gives a
@@ -116,11 +121,34 @@ def _fix_shapes(proto: Any) -> None:
         dims[1].dim_value = channels
 
 
+class CheckedInput(nn.Module):
+    """A scripted guard in front of the traced graph: a wrong input (shape, dtype) raises a
+    `torch.jit.Error` whose last line is our message (`... transferdepth: rgb must be (N,3,H,W) float32 ...`)
+    instead of an error from deep inside a convolution. Tracing cannot record such a check (it keeps
+    tensor operations only); scripting can."""
+
+    def __init__(self, traced: nn.Module):
+        super().__init__()
+        self.traced = traced
+
+    def forward(self, rgb: torch.Tensor) -> torch.Tensor:
+        if rgb.dim() != 4 or rgb.size(1) != 3:
+            raise ValueError("transferdepth: rgb must be (N,3,H,W) float32 RGB in [0,1]; got shape "
+                             + str(list(rgb.shape)))
+        if rgb.dtype != torch.float32:
+            raise ValueError("transferdepth: rgb must be float32 (N,3,H,W) RGB in [0,1]; got another dtype "
+                             "(convert with .float())")
+        if rgb.size(2) < 1 or rgb.size(3) < 1:
+            raise ValueError("transferdepth: rgb is empty: shape " + str(list(rgb.shape)))
+        return self.traced(rgb)
+
+
 def export_torchscript(model: DepthNet, path: str | os.PathLike) -> Path:
-    """Write `model` as a traced TorchScript archive (MetricDepth contract, dynamic size); atomic."""
+    """Write `model` as a TorchScript archive (MetricDepth contract, dynamic size, input checked); atomic."""
     wrapper = MetricDepth(model.cpu()).eval()
     with _quiet(), torch.no_grad():
         traced = torch.jit.trace(wrapper, (_example(),), check_trace=False)
+        traced = torch.jit.script(CheckedInput(traced))
     extra = {"transferdepth.json": json.dumps(contract(model, wrapper), indent=2)}
     path = Path(path)
     with atomic_write(path) as tmp, _quiet():

@@ -1,4 +1,7 @@
-"""Batch prediction over image files and the output writers (16-bit PNG mm, .npy metres, colour, PLY).
+"""Batch prediction over image files: finding inputs, naming outputs, the loop, point clouds.
+
+The image reader and the depth writers (16-bit PNG mm, .npy metres, colour, PLY) live in
+`transferdepth.imageio`; their names stay importable from here.
 
 Output names, for an input `<stem>.<ext>` (in a sub-folder of `out` mirroring the input's folder with
 `--recursive`): `<stem>_depth_mm.png`, `<stem>_depth_m.npy`, `<stem>_depth_color.png`, `<stem>.ply`.
@@ -8,7 +11,6 @@ Every file is written atomically. One bad input never stops the others: failures
 from __future__ import annotations
 
 import glob
-import io
 import os
 import sys
 from collections.abc import Callable, Iterable
@@ -17,10 +19,18 @@ from pathlib import Path
 from typing import TextIO
 
 import numpy as np
-from PIL import Image
 
-from transferdepth.api import DepthEstimator, ImageError, load_image
-from transferdepth.utils import atomic_write
+from transferdepth.api import DepthEstimator
+from transferdepth.imageio import (  # noqa: F401  (colorize, depth_to_mm: public here too)
+    ImageError,
+    colorize,
+    depth_to_mm,
+    load_image,
+    write_color,
+    write_npy,
+    write_ply,
+    write_png16,
+)
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif",
                     ".pgm", ".ppm", ".pnm", ".pbm")
@@ -119,70 +129,6 @@ def _unique_names(found: list[tuple[Path, Path]], failures: list[Failure]) -> li
 
 # --- writers -----------------------------------------------------------------------------------
 
-def depth_to_mm(depth_m: np.ndarray) -> np.ndarray:
-    """Metres -> uint16 millimetres, round(d * 1000) clipped to [1, 65535]; 0 only where depth is not finite."""
-    d = np.asarray(depth_m, dtype=np.float64)
-    finite = np.isfinite(d)
-    mm = np.clip(np.rint(np.where(finite, d, 0.0) * 1000.0), 1, 65535).astype(np.uint16)
-    mm[~finite] = 0
-    return mm
-
-
-def write_png16(path: Path, depth_m: np.ndarray) -> None:
-    """16-bit greyscale PNG of depth in millimetres (see `depth_to_mm`)."""
-    with atomic_write(path) as tmp:
-        Image.fromarray(depth_to_mm(depth_m)).save(tmp, format="PNG")
-
-
-def write_npy(path: Path, depth_m: np.ndarray) -> None:
-    """float32 HxW metres as .npy."""
-    with atomic_write(path) as tmp, open(tmp, "wb") as f:  # a file object: np.save would append .npy
-        np.save(f, np.asarray(depth_m, dtype=np.float32))
-
-
-def colorize(depth_m: np.ndarray, cmap: str = "plasma",
-             range_m: tuple[float, float] | None = None) -> tuple[np.ndarray, tuple[float, float]]:
-    """Depth (metres) -> uint8 HxWx3 through a matplotlib colormap; returns the image and the range used."""
-    import matplotlib
-
-    d = np.asarray(depth_m, dtype=np.float64)
-    if range_m is None:
-        finite = d[np.isfinite(d)]
-        lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
-    else:
-        lo, hi = range_m
-    t = np.clip((np.nan_to_num(d, nan=lo) - lo) / max(hi - lo, 1e-9), 0.0, 1.0)
-    lut = (matplotlib.colormaps[cmap](np.linspace(0.0, 1.0, 256))[:, :3] * 255.0).round().astype(np.uint8)
-    return lut[np.rint(t * 255).astype(np.int64)], (lo, hi)
-
-
-def write_color(path: Path, depth_m: np.ndarray, cmap: str = "plasma",
-                range_m: tuple[float, float] | None = None, colorbar: bool = False) -> None:
-    """Colourised depth PNG, HxW pixels; with `colorbar`, a figure with a labelled bar (metres) beside it."""
-    rgb, (lo, hi) = colorize(depth_m, cmap, range_m)
-    with atomic_write(path) as tmp:
-        if not colorbar:
-            Image.fromarray(rgb).save(tmp, format="PNG")
-            return
-        from matplotlib.cm import ScalarMappable
-        from matplotlib.colors import Normalize
-        from matplotlib.figure import Figure
-
-        h, w = rgb.shape[:2]
-        dpi, margin = 100, 110  # the image keeps its pixels; the bar and its labels go in a right margin
-        total_w = w + margin
-        fig = Figure(figsize=(total_w / dpi, h / dpi), dpi=dpi)
-        ax = fig.add_axes((0.0, 0.0, w / total_w, 1.0))
-        ax.imshow(rgb, aspect="auto", interpolation="nearest")
-        ax.set_axis_off()
-        cax = fig.add_axes(((w + 8) / total_w, 0.05, 14 / total_w, 0.9))
-        bar = fig.colorbar(ScalarMappable(Normalize(lo, hi), cmap), cax=cax)
-        bar.set_label("depth (m)")
-        buf = io.BytesIO()
-        fig.savefig(buf, format="png", dpi=dpi)
-        tmp.write_bytes(buf.getvalue())
-
-
 def scaled_intrinsics(size_wh: tuple[int, int],
                       intrinsics: tuple[float, float, float, float] | None = None) -> tuple[float, ...]:
     """fx, fy, cx, cy in pixels for an image of size (W, H): the given ones, or NYU's Kinect scaled to it."""
@@ -207,25 +153,6 @@ def depth_to_points(depth_m: np.ndarray, rgb: np.ndarray, intrinsics: tuple[floa
     u, v, d = u[ok], v[ok], d[ok]
     xyz = np.stack([(u - cx) * d / fx, (v - cy) * d / fy, d], axis=1).astype(np.float32)
     return xyz, rgb[v, u].astype(np.uint8)
-
-
-def write_ply(path: Path, xyz: np.ndarray, colors: np.ndarray, ascii: bool = False, comment: str = "") -> None:
-    """PLY point cloud: float x, y, z (metres) + uchar red, green, blue; binary little-endian or ASCII."""
-    fmt = "ascii" if ascii else "binary_little_endian"
-    header = ["ply", f"format {fmt} 1.0"] + [f"comment {c}" for c in comment.splitlines() if c]
-    header += [f"element vertex {len(xyz)}", "property float x", "property float y", "property float z",
-               "property uchar red", "property uchar green", "property uchar blue", "end_header"]
-    with atomic_write(path) as tmp, open(tmp, "wb") as f:
-        f.write(("\n".join(header) + "\n").encode("ascii"))
-        if ascii:
-            for (x, y, z), (r, g, b) in zip(xyz.tolist(), colors.tolist()):
-                f.write(f"{x:.6g} {y:.6g} {z:.6g} {r} {g} {b}\n".encode("ascii"))
-        else:
-            rec = np.empty(len(xyz), dtype=[("x", "<f4"), ("y", "<f4"), ("z", "<f4"),
-                                            ("r", "u1"), ("g", "u1"), ("b", "u1")])
-            rec["x"], rec["y"], rec["z"] = xyz[:, 0], xyz[:, 1], xyz[:, 2]
-            rec["r"], rec["g"], rec["b"] = colors[:, 0], colors[:, 1], colors[:, 2]
-            f.write(rec.tobytes())
 
 
 def write_outputs(base: Path, depth_m: np.ndarray, rgb: np.ndarray, opts: OutputOptions) -> list[Path]:

@@ -1,14 +1,17 @@
-"""Small shared helpers: atomic file writes, device names."""
+"""Small shared helpers: atomic file writes, device names. Imports no torch until a device is resolved."""
 
 from __future__ import annotations
 
+import errno
 import os
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
@@ -22,6 +25,8 @@ def atomic_write(path: str | os.PathLike) -> Iterator[Path]:
     the usual permissions (0666 & ~umask), not mkstemp's 0600.
     """
     path = Path(path)
+    if path.is_dir():  # checked first: os.replace's error would name the temp file, not the output
+        raise IsADirectoryError(errno.EISDIR, "is a folder, cannot write a file there", str(path))
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
@@ -29,7 +34,10 @@ def atomic_write(path: str | os.PathLike) -> Iterator[Path]:
     try:
         yield tmp_path
         os.chmod(tmp_path, 0o666 & ~_UMASK)
-        os.replace(tmp_path, path)
+        try:
+            os.replace(tmp_path, path)
+        except OSError as e:  # name the output the user asked for, not our temp file
+            raise type(e)(e.errno, f"cannot write ({e.strerror or e})", str(path)) from None
     finally:
         tmp_path.unlink(missing_ok=True)
 
@@ -39,6 +47,8 @@ def resolve_device(name: str | None, what: str = "--device") -> torch.device:
 
     Raises ValueError with one line naming `what` for an unknown name or a device this machine lacks.
     """
+    import torch
+
     if name is None or name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:

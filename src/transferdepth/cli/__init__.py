@@ -2,7 +2,8 @@
 
 Each subcommand lives in `transferdepth/cli/<command>.py` with `add_parser(subparsers)`; it parses its
 arguments and calls the API. Errors a user can fix are printed as one line (`transferdepth: error: ...`)
-with exit status 2, never as a traceback.
+with exit status 2, never as a traceback; exit status 1 means only "some inputs failed" (predict); a bug
+prints its traceback and exits 3.
 """
 
 from __future__ import annotations
@@ -10,43 +11,101 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import traceback
 
-COMMANDS = ("demo", "train", "evaluate", "compare", "predict", "export", "weights")
+# Exit status (README "Errors and exit codes"): 0 done; 1 only `predict`'s "some inputs failed" (the others
+# were written); 2 a usage or input error, one line, nothing done; 3 a bug (traceback); 130 Ctrl-C.
+EXIT_OK, EXIT_SOME_INPUTS_FAILED, EXIT_USAGE, EXIT_BUG, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+
+# name -> one-line help, in `transferdepth --help` order. `transferdepth --help` / `--version` list these
+# without importing any command module (so without torch); tests/test_layering.py checks each module's own
+# help line is the same.
+COMMANDS = {
+    "demo": "offline demo: fine-tune MobileNetV2 on procedural rooms, write a report",
+    "train": "train a depth network (single process or under torchrun)",
+    "evaluate": "evaluate a checkpoint under a named protocol (densedepth | eigen)",
+    "compare": "train/evaluate several encoders under one config; write the comparison",
+    "predict": "predict depth (metres) for images: 16-bit PNG mm, .npy, colour, PLY",
+    "export": "export a checkpoint to ONNX or TorchScript (dynamic height and width)",
+    "weights": "ImageNet encoder weights: list the cache, fetch",
+}
 
 
 class UserError(Exception):
     """An error caused by the user's input; printed as one line."""
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = "*") -> argparse.ArgumentParser:
+    """The argument parser. command: "*" = every subcommand in full; a name = that one in full and the
+    others as one-line entries; None = one-line entries only (no command module imported)."""
     p = argparse.ArgumentParser(prog="transferdepth", description=__doc__.splitlines()[0])
     from transferdepth import __version__
 
     p.add_argument("--version", action="version", version=f"transferdepth {__version__}")
-    sub = p.add_subparsers(dest="command", required=True)
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    for name in COMMANDS:
-        module = importlib.import_module(f"transferdepth.cli.{name}")
-        module.add_parser(sub)
+    for name, help_line in COMMANDS.items():
+        if command in ("*", name):
+            module = importlib.import_module(f"transferdepth.cli.{name}")
+            module.add_parser(sub)
+        else:
+            sub.add_parser(name, help=help_line)
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    from transferdepth.data.base import DatasetError
-    from transferdepth.train import TrainingDiverged
-    from transferdepth.weights import WeightsUnavailable
+def parse_size(text: str | None, option: str) -> tuple[int, int] | None:
+    """'HEIGHTxWIDTH' (two positive integers) -> (H, W); None stays None. Errors name `option`."""
+    if text is None:
+        return None
+    try:
+        h, w = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise UserError(f"{option} must be HEIGHTxWIDTH, e.g. 240x320; got '{text}'") from None
+    if h < 1 or w < 1:
+        raise UserError(f"{option} must be two positive integers HEIGHTxWIDTH, e.g. 240x320; got '{text}'")
+    return h, w
 
+
+# Errors of the user's input or environment (exit 2, one line). ValueError covers ImageError,
+# CheckpointError, DatasetError, ConfigError. WeightsUnavailable and TrainingDiverged are RuntimeErrors in
+# modules that import torch: matched by class name (within this package) so that importing the CLI
+# imports neither.
+USER_ERRORS = (UserError, ValueError, FileNotFoundError, FileExistsError, IsADirectoryError,
+               NotADirectoryError, PermissionError)
+USER_ERROR_NAMES = ("WeightsUnavailable", "TrainingDiverged")
+
+
+def is_user_error(e: BaseException) -> bool:
+    """True for an error the user can fix (printed as one line, exit 2); False for a bug (traceback)."""
+    return isinstance(e, USER_ERRORS) or any(
+        c.__name__ in USER_ERROR_NAMES and c.__module__.startswith("transferdepth.") for c in type(e).__mro__)
+
+
+def _command(argv: list[str]) -> str | None:
+    """The subcommand named in argv (the first word not starting with '-'), if it is one of COMMANDS."""
+    for arg in argv:
+        if not arg.startswith("-"):
+            return arg if arg in COMMANDS else None
+    return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(_command(argv))  # only the command asked for is imported
+    args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (UserError, WeightsUnavailable, DatasetError, TrainingDiverged, ValueError, FileNotFoundError,
-            PermissionError) as e:
+    except Exception as e:
+        if not is_user_error(e):  # a bug: the traceback is what a bug report needs; exit 3, not 1 or 2
+            traceback.print_exc()
+            print(f"transferdepth: internal error ({type(e).__name__}); please report it with the traceback "
+                  "above", file=sys.stderr)
+            return EXIT_BUG
         print(f"transferdepth: error: {e}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
     except KeyboardInterrupt:
         print("transferdepth: interrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

@@ -6,9 +6,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from transferdepth.cli import COMMANDS
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("demo", help="offline demo: fine-tune MobileNetV2 on procedural rooms, write a report",
+    p = sub.add_parser("demo", help=COMMANDS["demo"],
                        description=__doc__)
     p.add_argument("--out", default="demo", help="output folder (report.html, run/, figures)")
     p.add_argument("--data", default=None, help="dataset spec instead of procedural rooms "
@@ -23,11 +25,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from transferdepth.cli.evaluate import parse_size
+    from transferdepth.cli import parse_size
     from transferdepth.demo import DemoOptions, headline, run_demo, set_threads
 
     set_threads()
-    h, w = parse_size(args.size)
+    h, w = parse_size(args.size, "--size")
     opts = DemoOptions(out=Path(args.out), data=args.data, encoder=args.encoder, steps=args.steps,
                        batch_size=args.batch_size, height=h, width=w, n_train=args.n_train, seed=args.seed)
     summary = run_demo(opts, log=lambda s: print(s, flush=True))

@@ -1,6 +1,7 @@
 """`transferdepth predict PATH... --checkpoint CKPT --out DIR`: depth maps for image files.
 
-Exit status: 0 all inputs done, 1 some inputs failed (listed at the end), 2 usage or checkpoint errors.
+Exit status: 0 all inputs done, 1 some inputs failed (listed at the end; the others were written), 2 usage,
+device or checkpoint errors (nothing predicted).
 """
 
 from __future__ import annotations
@@ -11,11 +12,11 @@ import sys
 import tempfile
 from pathlib import Path
 
-from transferdepth.cli import UserError
+from transferdepth.cli import COMMANDS, EXIT_OK, EXIT_SOME_INPUTS_FAILED, UserError, parse_size
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("predict", help="predict depth (metres) for images: 16-bit PNG mm, .npy, colour, PLY",
+    p = sub.add_parser("predict", help=COMMANDS["predict"],
                        description=__doc__.splitlines()[0])
     p.add_argument("paths", nargs="+", metavar="PATH", help="image files, folders of images, or globs")
     p.add_argument("--checkpoint", required=True, help="checkpoint directory (model.safetensors + config.json)")
@@ -38,8 +39,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-pixels", type=int, default=None,
                    help="refuse larger images (default: 40,000,000)")
     p.add_argument("--input-size", default=None, metavar="HEIGHTxWIDTH",
-                   help="network input size (e.g. the training resolution, 240x320); default: each image's own")
-    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda if available)")
+                   help="network input size for every image (e.g. the training resolution, 240x320); "
+                        "overrides --max-side")
+    p.add_argument("--max-side", type=int, default=None, metavar="PIXELS",
+                   help="the network sees each image scaled down (aspect kept) so its longer side is at most "
+                        "PIXELS, and the depth map is resized back to the image's size; bounds memory "
+                        "(default: 1280; 0 = each image at its own size)")
+    p.add_argument("--device", default=None, help="auto, cpu, cuda, cuda:1, mps (default: auto = cuda if available)")
     p.set_defaults(func=_run)
 
 
@@ -80,6 +86,8 @@ def parse_options(args: argparse.Namespace):
             raise UserError(f"{option} must be at least 1, got {value}")
     if args.max_pixels is not None and args.max_pixels < 1:
         raise UserError(f"--max-pixels must be positive, got {args.max_pixels}")
+    if args.max_side is not None and args.max_side < 0:
+        raise UserError(f"--max-side must be a number of pixels (0 = no limit), got {args.max_side}")
     return OutputOptions(tuple(dict.fromkeys(formats)), args.cmap, range_m, args.colorbar, intrinsics,
                          args.stride, args.ply_ascii)
 
@@ -97,18 +105,21 @@ def check_writable(out: Path) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     opts = parse_options(args)
+    input_size = parse_size(args.input_size, "--input-size")
     out = Path(args.out)
     check_writable(out)
 
     from tqdm import tqdm
 
-    from transferdepth.api import DEFAULT_MAX_PIXELS, DepthEstimator
-    from transferdepth.cli.evaluate import parse_size
+    from transferdepth.api import DEFAULT_MAX_PIXELS, DEFAULT_MAX_SIDE, DepthEstimator
     from transferdepth.predict import find_inputs, predict_files, print_summary
+    from transferdepth.utils import resolve_device
 
-    est = DepthEstimator.from_pretrained(args.checkpoint, device=args.device, flip=args.flip,
+    device = resolve_device(args.device, "--device")  # before the checkpoint is read
+    est = DepthEstimator.from_pretrained(args.checkpoint, device=device, flip=args.flip,
                                          max_pixels=args.max_pixels or DEFAULT_MAX_PIXELS,
-                                         input_size=parse_size(args.input_size))
+                                         input_size=input_size,
+                                         max_side=DEFAULT_MAX_SIDE if args.max_side is None else args.max_side or None)
     files, failures = find_inputs(args.paths, args.recursive)
     for f in failures:
         print(f"transferdepth: error: {f}", file=sys.stderr)
@@ -123,4 +134,4 @@ def _run(args: argparse.Namespace) -> int:
     done = total - len(failures)
     print(f"{done} of {total} inputs done, outputs in {os.fspath(out)}")
     print_summary(failures, total)
-    return 1 if failures else 0
+    return EXIT_SOME_INPUTS_FAILED if failures else EXIT_OK

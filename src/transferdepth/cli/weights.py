@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 
+from transferdepth.cli import COMMANDS
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    w = sub.add_parser("weights", help="ImageNet encoder weights: list the cache, fetch")
+    w = sub.add_parser("weights", help=COMMANDS["weights"])
     wsub = w.add_subparsers(dest="weights_command", required=True)
     wl = wsub.add_parser("list", help="what is cached and where each encoder's weights come from")
     wl.set_defaults(func=_weights_list)

