@@ -79,16 +79,17 @@ def test_all_formats_units_and_names(ckpt, tmp_path, capsys):
     assert (q["r"], q["g"], q["b"]) == tuple(rgb[2, 5])
 
 
-def test_ply_ascii_stride_and_default_nyu_intrinsics(ckpt, tmp_path):
+def test_ply_ascii_stride_and_nyu_intrinsics(ckpt, tmp_path):
     img = save(tmp_path / "k.png", rgb_image(24, 32))
     out = tmp_path / "out"
     assert main(["predict", str(img), "--checkpoint", str(ckpt), "--out", str(out), "--format", "ply,npy",
-                 "--ply-ascii", "--stride", "3"]) == 0
+                 "--ply-ascii", "--stride", "3", "--intrinsics", "nyu"]) == 0
     depth = np.load(out / "k_depth_m.npy")
     fmt, header, verts = read_ply(out / "k.ply")
     assert fmt == "ascii" and len(verts) == 8 * 11  # rows 0,3,..,21 x columns 0,3,..,30
     fx, fy, cx, cy = (v * 32 / 640 for v in NYU_INTRINSICS)  # 640x480 -> 32x24: scale 1/20 both ways
     assert scaled_intrinsics((32, 24)) == pytest.approx((fx, fy, cx, cy))
+    cx, cy = (cx / 0.05 + 0.5) * 0.05 - 0.5, (cy / 0.05 + 0.5) * 0.05 - 0.5  # nyu: recipe.nyu_intrinsics, pixel centres
     v = verts[1 * 11 + 2]  # row 3, column 6
     np.testing.assert_allclose([v["x"], v["y"], v["z"]],
                                [(6 - cx) * depth[3, 6] / fx, (3 - cy) * depth[3, 6] / fy, depth[3, 6]], rtol=1e-5)

@@ -100,8 +100,8 @@ def parse_spec(text: str | None) -> IntrinsicsSpec:
     except ValueError:
         values = ()
     if len(values) != 4:
-        raise IntrinsicsError(f"--intrinsics expects auto, exif, nyu, fov:DEG or 4 comma-separated numbers "
-                              f"FX,FY,CX,CY, got '{text}'")
+        raise IntrinsicsError(f"--intrinsics expects 4 comma-separated numbers, got '{text}' "
+                              "(FX,FY,CX,CY in pixels, or auto, exif, nyu, fov:DEG)")
     if not all(math.isfinite(v) for v in values) or values[0] <= 0 or values[1] <= 0:
         raise IntrinsicsError(f"--intrinsics: fx and fy must be positive, got {text}")
     return IntrinsicsSpec("explicit", values=values)  # type: ignore[arg-type]
@@ -195,7 +195,7 @@ def resolve(spec: IntrinsicsSpec | tuple[float, ...] | str | None, width: int, h
     """The intrinsics for an image (or video frame) of width x height pixels; `path` is read for EXIF.
 
     spec: an IntrinsicsSpec, its text (see `parse_spec`), explicit (fx, fy, cx, cy), or None (= auto).
-    Raises IntrinsicsError naming `path` for mode ``exif`` without a usable EXIF focal length.
+    Raises IntrinsicsError (the reason, without the file name) for mode ``exif`` without an EXIF focal length.
     """
     if spec is None or isinstance(spec, str):
         spec = parse_spec(spec)
@@ -213,7 +213,7 @@ def resolve(spec: IntrinsicsSpec | tuple[float, ...] | str | None, width: int, h
     if found is not None:
         return found
     if spec.mode == "exif":
-        raise IntrinsicsError(f"{path}: no EXIF focal length (35 mm equivalent, or focal length with "
+        raise IntrinsicsError("no EXIF focal length (35 mm equivalent, or focal length with "
                               "focal-plane resolution); use --intrinsics auto or fov:DEG")
     return default_intrinsics(width, height)
 

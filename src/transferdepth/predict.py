@@ -20,12 +20,16 @@ import numpy as np
 from PIL import Image
 
 from transferdepth.api import DepthEstimator, ImageError, load_image
+from transferdepth.camera import IntrinsicsError, IntrinsicsSpec, enable_heif
+from transferdepth.camera import resolve as resolve_intrinsics
+from transferdepth.stereo import StereoOptions, write_stereo
 from transferdepth.utils import atomic_write
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif",
-                    ".pgm", ".ppm", ".pnm", ".pbm")
-FORMATS = ("png16", "npy", "color", "ply")
-SUFFIXES = {"png16": "_depth_mm.png", "npy": "_depth_m.npy", "color": "_depth_color.png", "ply": ".ply"}
+                    ".pgm", ".ppm", ".pnm", ".pbm", ".heic", ".heif")
+FORMATS = ("png16", "npy", "color", "ply", "stereo")
+SUFFIXES = {"png16": "_depth_mm.png", "npy": "_depth_m.npy", "color": "_depth_color.png", "ply": ".ply",
+            "stereo": "_stereo.png"}
 # NYU Depth V2 Kinect colour camera, pixels at 640x480 (Silberman et al. 2012 toolbox)
 NYU_INTRINSICS = (518.8579, 519.4696, 325.5824, 253.7362)
 NYU_SIZE = (640, 480)  # (W, H)
@@ -39,9 +43,11 @@ class OutputOptions:
     cmap: str = "plasma"
     range_m: tuple[float, float] | None = None
     colorbar: bool = False
-    intrinsics: tuple[float, float, float, float] | None = None  # fx, fy, cx, cy at the input's size
+    # camera.resolve: None = auto (EXIF focal, else the default lens), or fx, fy, cx, cy at the input's size
+    intrinsics: IntrinsicsSpec | tuple[float, float, float, float] | None = None
     stride: int = 1
     ply_ascii: bool = False
+    stereo: StereoOptions | None = None  # for the "stereo" format (None: StereoOptions())
 
 
 @dataclass
@@ -64,7 +70,8 @@ class Job:
 # --- inputs -------------------------------------------------------------------------------------
 
 
-def find_inputs(paths: Iterable[str], recursive: bool = False) -> tuple[list[tuple[Path, Path]], list[Failure]]:
+def find_inputs(paths: Iterable[str], recursive: bool = False, extensions: tuple[str, ...] = IMAGE_EXTENSIONS
+                ) -> tuple[list[tuple[Path, Path]], list[Failure]]:
     """PATHs (files, folders, globs) -> [(file, relative output stem)], [failures for PATHs that found nothing].
 
     A file named explicitly is taken whatever its extension; folders give the image files inside
@@ -76,9 +83,9 @@ def find_inputs(paths: Iterable[str], recursive: bool = False) -> tuple[list[tup
         p = Path(spec)
         if p.is_dir():
             files = sorted(f for f in (p.rglob("*") if recursive else p.iterdir())
-                           if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS and not f.name.startswith("."))
+                           if f.is_file() and f.suffix.lower() in extensions and not f.name.startswith("."))
             if not files:
-                failures.append(Failure(spec, f"no image files in folder ({', '.join(IMAGE_EXTENSIONS)})"
+                failures.append(Failure(spec, f"no image files in folder ({', '.join(extensions)})"
                                         + ("" if recursive else "; use --recursive for sub-folders")))
             found += [(f, f.relative_to(p).with_suffix("")) for f in files]
         elif p.exists() or os.path.islink(p):
@@ -228,9 +235,14 @@ def write_ply(path: Path, xyz: np.ndarray, colors: np.ndarray, ascii: bool = Fal
             f.write(rec.tobytes())
 
 
-def write_outputs(base: Path, depth_m: np.ndarray, rgb: np.ndarray, opts: OutputOptions) -> list[Path]:
-    """Write every format of `opts` for one image next to the stem `base`; returns the paths written."""
+def write_outputs(base: Path, depth_m: np.ndarray, rgb: np.ndarray, opts: OutputOptions,
+                  source: Path | None = None) -> list[Path]:
+    """Write every format of `opts` for one image next to the stem `base`; returns the paths written.
+    `source`: the image file, read for its EXIF focal length (intrinsics for ply and stereo)."""
     written = []
+    k = None
+    if "ply" in opts.formats or "stereo" in opts.formats:
+        k = resolve_intrinsics(opts.intrinsics, depth_m.shape[1], depth_m.shape[0], source)
     for fmt in opts.formats:
         path = base.with_name(base.name + SUFFIXES[fmt])
         if fmt == "png16":
@@ -239,11 +251,12 @@ def write_outputs(base: Path, depth_m: np.ndarray, rgb: np.ndarray, opts: Output
             write_npy(path, depth_m)
         elif fmt == "color":
             write_color(path, depth_m, opts.cmap, opts.range_m, opts.colorbar)
+        elif fmt == "stereo":
+            write_stereo(path, rgb, depth_m, k.fx, opts.stereo or StereoOptions())
         else:
-            k = scaled_intrinsics((depth_m.shape[1], depth_m.shape[0]), opts.intrinsics)
-            xyz, colors = depth_to_points(depth_m, rgb, k, opts.stride)
-            note = "camera frame, metres: x right, y down, z forward\nintrinsics fx fy cx cy {:.4f} {:.4f} {:.4f} {:.4f}"
-            write_ply(path, xyz, colors, opts.ply_ascii, note.format(*k))
+            xyz, colors = depth_to_points(depth_m, rgb, k.as_tuple(), opts.stride)
+            write_ply(path, xyz, colors, opts.ply_ascii,
+                      f"camera frame, metres: x right, y down, z forward\n{k.comment()}")
         written.append(path)
     return written
 
@@ -262,6 +275,7 @@ def predict_files(estimator: DepthEstimator, files: list[tuple[Path, Path]], out
     """
     failures: list[Failure] = []
     pending: dict[tuple[int, int], list[tuple[Job, np.ndarray]]] = {}
+    enable_heif()  # HEIC/HEIF photos when pillow-heif is installed
 
     def done(job_path: Path, failure: Failure | None) -> None:
         if failure is not None:
@@ -279,8 +293,10 @@ def predict_files(estimator: DepthEstimator, files: list[tuple[Path, Path]], out
             return
         for (job, rgb), depth in zip(group, depths):
             try:
-                write_outputs(job.base, depth, rgb, opts)
+                write_outputs(job.base, depth, rgb, opts, job.path)
                 done(job.path, None)
+            except IntrinsicsError as e:
+                done(job.path, Failure(str(job.path), str(e)))
             except OSError as e:
                 where = e.filename or job.base.parent
                 done(job.path, Failure(str(job.path), f"cannot write {where}: {e.strerror or e}"))

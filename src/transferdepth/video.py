@@ -415,3 +415,31 @@ def predict_videos(predictor: FramePredictor, files: list[tuple[Path, Path]], ou
         if on_done is not None:
             on_done(path, failure)
     return failures
+
+
+def split_inputs(files: list[tuple[Path, Path]]
+                 ) -> tuple[list[tuple[Path, Path]], list[tuple[Path, Path]], list[Failure]]:
+    """(image files, video files, failures) by extension; a file with neither an image nor a video
+    extension is opened to see which it is, and fails when it is neither (missing and empty files are
+    left with the images, whose reader names the problem)."""
+    from transferdepth.predict import IMAGE_EXTENSIONS
+
+    images, videos, failures = [], [], []
+    for path, stem in files:
+        ext = path.suffix.lower()
+        kind = "video" if ext in VIDEO_EXTENSIONS else "image" if ext in IMAGE_EXTENSIONS else None
+        if kind is None and path.is_file() and path.stat().st_size > 0:
+            kind = sniff(path)
+            if kind is None:
+                failures.append(Failure(str(path), "neither an image nor a video (unknown format)"))
+                continue
+        (videos if kind == "video" else images).append((path, stem))
+    return images, videos, failures
+
+
+def video_options(opts: Any, batch_size: int, formats_given: Sequence[str] | None) -> VideoOptions:
+    """VideoOptions from predict's OutputOptions: depth video and npz always; per-frame 16-bit PNGs when
+    png16 was asked for explicitly (not png16 as the default format); stereo video with the stereo format."""
+    return VideoOptions(cmap=opts.cmap, range_m=opts.range_m, png16=bool(formats_given) and "png16" in opts.formats,
+                        stereo=(opts.stereo or StereoOptions()) if "stereo" in opts.formats else None,
+                        intrinsics=opts.intrinsics, batch_size=batch_size)
