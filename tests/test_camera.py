@@ -123,7 +123,15 @@ def test_cli_nyu_on_a_640x480_photo_without_exif(ckpt, tmp_path):
     assert "intrinsics fx fy cx cy 518.8579 519.4696 325.5824 253.7362 (nyu" in _ply_header(out / "n.ply")
 
 
-def test_heic_opener_registers_when_installed():
+def test_heic_photo_with_exif(ckpt, tmp_path):
     pytest.importorskip("pillow_heif")
     assert camera.enable_heif()
-    assert ".heic" in {ext.lower() for ext in Image.registered_extensions()}
+    ex = Image.Exif()
+    ex.get_ifd(EXIF_IFD)[0xA405] = 26
+    path = tmp_path / "IMG_0001.HEIC"
+    Image.fromarray(np.full((30, 40, 3), 90, np.uint8)).save(path, format="HEIF", exif=ex.tobytes())
+    out = tmp_path / "out"
+    assert main(["predict", str(tmp_path), "--checkpoint", str(ckpt), "--out", str(out), "--format", "ply",
+                 "--device", "cpu", "--no-flip"]) == 0  # found in the folder by its extension
+    f = 26 * 50 / math.hypot(36, 24)
+    assert f"intrinsics fx fy cx cy {f:.4f} {f:.4f} 19.5000 14.5000 (exif: 26 mm" in _ply_header(out / "IMG_0001.ply")
