@@ -171,3 +171,7 @@ def test_bad_inputs_one_line_each_and_the_batch_goes_on(ckpt, tmp_path, capsys):
         line = next(e for e in err if f"error: {path}:" in e)
         assert words in line, line
     assert not list((tmp_path / "out").glob(".*"))  # no temporary files left behind
+    rc = main(["predict", str(good), "--checkpoint", str(ckpt), "--out", str(tmp_path / "o2"), "--device", "cpu",
+               "--intrinsics", "exif", "--format", "stereo"])
+    err = capsys.readouterr().err
+    assert rc == 1 and f"error: {good}: no EXIF focal length" in err and "Traceback" not in err

@@ -34,7 +34,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from transferdepth.camera import Intrinsics, IntrinsicsSpec, resolve
+from transferdepth.camera import Intrinsics, IntrinsicsError, IntrinsicsSpec, resolve
 from transferdepth.predict import Failure, colorize, write_png16
 from transferdepth.stereo import StereoOptions, convergence_for, stereo_image
 from transferdepth.utils import atomic_write
@@ -406,6 +406,8 @@ def predict_videos(predictor: FramePredictor, files: list[tuple[Path, Path]], ou
                 print(f"transferdepth: note: {path}: {note}")
         except VideoError as e:
             failure = Failure(e.name, e.reason)
+        except IntrinsicsError as e:  # --intrinsics exif: video frames have no EXIF
+            failure = Failure(str(path), f"{e} (a video's frames carry none)")
         except OSError as e:
             failure = Failure(str(path), f"cannot write {e.filename or out_dir}: {e.strerror or e}")
         except RuntimeError as e:
