@@ -20,9 +20,9 @@ import time
 
 import torch
 
+from transferdepth.build import build_model
 from transferdepth.data import open_dataset
 from transferdepth.evaluate import evaluate, predict_dataset
-from transferdepth.models import build_model
 
 
 def peak_rss_mib() -> float:

@@ -21,8 +21,9 @@ from pathlib import Path
 
 import torch
 
+from transferdepth.build import build_model
 from transferdepth.export import MetricDepth, export_onnx
-from transferdepth.models import available_encoders, build_model
+from transferdepth.models import available_encoders
 
 
 def median_ms(fn: Callable[[], object], warmup: int, repeats: int) -> float:

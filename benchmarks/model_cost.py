@@ -17,7 +17,8 @@ import time
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from transferdepth.models import available_encoders, build_model
+from transferdepth.build import build_model
+from transferdepth.models import available_encoders
 
 
 def gflops(model: torch.nn.Module, h: int, w: int) -> float:

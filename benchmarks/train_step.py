@@ -22,8 +22,9 @@ import time
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from transferdepth.build import build_model
 from transferdepth.losses import depth_loss
-from transferdepth.models import available_encoders, build_model
+from transferdepth.models import available_encoders
 
 
 def sync(device: torch.device) -> None:

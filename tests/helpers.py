@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from transferdepth.models import build_model
+from transferdepth.build import build_model
 
 
 def tiny_model(seed: int = 0):

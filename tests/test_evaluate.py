@@ -12,12 +12,12 @@ import pytest
 import torch
 
 from transferdepth import cli
+from transferdepth.build import build_model
 from transferdepth.checkpoint import save_checkpoint
 from transferdepth.config import load_config
 from transferdepth.data import open_dataset
 from transferdepth.evaluate import evaluate, predict_dataset
 from transferdepth.metrics import depth_metrics
-from transferdepth.models import build_model
 from transferdepth.study import compare
 
 

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from transferdepth import cli
+from transferdepth.build import build_model
 from transferdepth.checkpoint import save_checkpoint
-from transferdepth.models import build_model
 
 DATA = "procedural:n=1&seed=0&height=32&width=32"
 

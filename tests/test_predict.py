@@ -13,7 +13,8 @@ from PIL import Image
 from transferdepth import DepthEstimator
 from transferdepth.checkpoint import save_checkpoint
 from transferdepth.cli import main
-from transferdepth.predict import NYU_INTRINSICS, colorize, depth_to_mm, scaled_intrinsics
+from transferdepth.predict import colorize, depth_to_mm
+from transferdepth.recipe import nyu_intrinsics
 
 
 @pytest.fixture(scope="module")
@@ -79,16 +80,17 @@ def test_all_formats_units_and_names(ckpt, tmp_path, capsys):
     assert (q["r"], q["g"], q["b"]) == tuple(rgb[2, 5])
 
 
-def test_ply_ascii_stride_and_default_nyu_intrinsics(ckpt, tmp_path):
+def test_ply_ascii_stride_and_nyu_intrinsics(ckpt, tmp_path):
     img = save(tmp_path / "k.png", rgb_image(24, 32))
     out = tmp_path / "out"
     assert main(["predict", str(img), "--checkpoint", str(ckpt), "--out", str(out), "--format", "ply,npy",
-                 "--ply-ascii", "--stride", "3"]) == 0
+                 "--ply-ascii", "--stride", "3", "--intrinsics", "nyu"]) == 0
     depth = np.load(out / "k_depth_m.npy")
     fmt, header, verts = read_ply(out / "k.ply")
     assert fmt == "ascii" and len(verts) == 8 * 11  # rows 0,3,..,21 x columns 0,3,..,30
-    fx, fy, cx, cy = (v * 32 / 640 for v in NYU_INTRINSICS)  # 640x480 -> 32x24: scale 1/20 both ways
-    assert scaled_intrinsics((32, 24)) == pytest.approx((fx, fy, cx, cy))
+    k = nyu_intrinsics(24, 32)  # NYU's Kinect scaled 1/20 both ways, pixel centres at integers
+    fx, fy, cx, cy = k[0, 0], k[1, 1], k[0, 2], k[1, 2]
+    assert (fx, cx) == pytest.approx((518.8579 / 20, (325.5824 + 0.5) / 20 - 0.5))
     v = verts[1 * 11 + 2]  # row 3, column 6
     np.testing.assert_allclose([v["x"], v["y"], v["z"]],
                                [(6 - cx) * depth[3, 6] / fx, (3 - cy) * depth[3, 6] / fy, depth[3, 6]], rtol=1e-5)

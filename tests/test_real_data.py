@@ -17,8 +17,7 @@ import pytest
 
 from transferdepth.checkpoint import load_checkpoint
 from transferdepth.config import load_config
-from transferdepth.data import open_dataset
-from transferdepth.data.cache import InMemory
+from transferdepth.data import InMemory, open_dataset
 from transferdepth.data.transforms import TrainTransform, TransformedDataset
 from transferdepth.evaluate import evaluate
 from transferdepth.metrics import depth_metrics

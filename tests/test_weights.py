@@ -14,7 +14,8 @@ import torch
 from PIL import Image
 
 from transferdepth import cli
-from transferdepth.models import build_classifier, build_model, get_spec
+from transferdepth.build import build_model
+from transferdepth.models import build_classifier, get_spec
 from transferdepth.models.encoders import _REGISTRY, Mirror
 from transferdepth.weights import (
     WeightsUnavailable,

@@ -22,12 +22,13 @@ from torch.utils.data import Subset
 from transferdepth import report
 from transferdepth.checkpoint import load_checkpoint
 from transferdepth.config import load_config
-from transferdepth.data import open_dataset
-from transferdepth.data.cache import InMemory
+from transferdepth.data import InMemory, open_dataset
 from transferdepth.data.transforms import TrainTransform, TransformedDataset
 from transferdepth.evaluate import describe, evaluate, predict_dataset
+from transferdepth.imageio import write_color
 from transferdepth.models import get_spec
-from transferdepth.predict import depth_to_points, write_color
+from transferdepth.predict import depth_to_points
+from transferdepth.recipe import nyu_intrinsics
 from transferdepth.train import train
 from transferdepth.weights import load_imagenet_state
 
@@ -127,7 +128,8 @@ def run_demo(opts: DemoOptions, log=print) -> dict[str, Any]:
     page = report.html_page("transferdepth demo", [
         ("Metrics", report.html_table(records, columns) + f"<ul>{notes}</ul>"
          f"<p>{opts.encoder}, ImageNet weights from {origin}; fine-tuned {result.steps} steps in "
-         f"{result.seconds:.0f} s; depth in metres; predictions flip-averaged and clamped to 0.1-10 m.</p>"),
+         f"{result.seconds:.0f} s; depth in metres; predictions flip-averaged and clamped to "
+         f"{model.min_depth:g}-{model.max_depth:g} m.</p>"),
         ("Loss curve", "<img src='loss_curve.png'>"),
         ("Predictions (held out)", "<img src='predictions.png'>"),
         ("Colourised depth", "".join(f"<img src='{f}' style='width:32%'> " for f in figures["color"])),
@@ -172,8 +174,6 @@ def _median_scaled(p) -> np.ndarray:
 
 
 def _default_k(shape: tuple[int, int]) -> np.ndarray:
-    from transferdepth.data.procedural import nyu_intrinsics
-
     return nyu_intrinsics(*shape)
 
 

@@ -21,6 +21,8 @@ from typing import TextIO
 import numpy as np
 
 from transferdepth.api import DepthEstimator
+from transferdepth.camera import IntrinsicsError, IntrinsicsSpec, enable_heif
+from transferdepth.camera import resolve as resolve_intrinsics
 from transferdepth.imageio import (  # noqa: F401  (colorize, depth_to_mm: public here too)
     ImageError,
     colorize,
@@ -31,14 +33,13 @@ from transferdepth.imageio import (  # noqa: F401  (colorize, depth_to_mm: publi
     write_ply,
     write_png16,
 )
+from transferdepth.stereo import StereoOptions, write_stereo
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif",
-                    ".pgm", ".ppm", ".pnm", ".pbm")
-FORMATS = ("png16", "npy", "color", "ply")
-SUFFIXES = {"png16": "_depth_mm.png", "npy": "_depth_m.npy", "color": "_depth_color.png", "ply": ".ply"}
-# NYU Depth V2 Kinect colour camera, pixels at 640x480 (Silberman et al. 2012 toolbox)
-NYU_INTRINSICS = (518.8579, 519.4696, 325.5824, 253.7362)
-NYU_SIZE = (640, 480)  # (W, H)
+                    ".pgm", ".ppm", ".pnm", ".pbm", ".heic", ".heif")
+FORMATS = ("png16", "npy", "color", "ply", "stereo")
+SUFFIXES = {"png16": "_depth_mm.png", "npy": "_depth_m.npy", "color": "_depth_color.png", "ply": ".ply",
+            "stereo": "_stereo.png"}
 
 
 @dataclass
@@ -49,9 +50,11 @@ class OutputOptions:
     cmap: str = "plasma"
     range_m: tuple[float, float] | None = None
     colorbar: bool = False
-    intrinsics: tuple[float, float, float, float] | None = None  # fx, fy, cx, cy at the input's size
+    # camera.resolve: None = auto (EXIF focal, else the default lens), or fx, fy, cx, cy at the input's size
+    intrinsics: IntrinsicsSpec | tuple[float, float, float, float] | None = None
     stride: int = 1
     ply_ascii: bool = False
+    stereo: StereoOptions | None = None  # for the "stereo" format (None: StereoOptions())
 
 
 @dataclass
@@ -74,7 +77,8 @@ class Job:
 # --- inputs -------------------------------------------------------------------------------------
 
 
-def find_inputs(paths: Iterable[str], recursive: bool = False) -> tuple[list[tuple[Path, Path]], list[Failure]]:
+def find_inputs(paths: Iterable[str], recursive: bool = False, extensions: tuple[str, ...] = IMAGE_EXTENSIONS
+                ) -> tuple[list[tuple[Path, Path]], list[Failure]]:
     """PATHs (files, folders, globs) -> [(file, relative output stem)], [failures for PATHs that found nothing].
 
     A file named explicitly is taken whatever its extension; folders give the image files inside
@@ -86,9 +90,9 @@ def find_inputs(paths: Iterable[str], recursive: bool = False) -> tuple[list[tup
         p = Path(spec)
         if p.is_dir():
             files = sorted(f for f in (p.rglob("*") if recursive else p.iterdir())
-                           if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS and not f.name.startswith("."))
+                           if f.is_file() and f.suffix.lower() in extensions and not f.name.startswith("."))
             if not files:
-                failures.append(Failure(spec, f"no image files in folder ({', '.join(IMAGE_EXTENSIONS)})"
+                failures.append(Failure(spec, f"no image files in folder ({', '.join(extensions)})"
                                         + ("" if recursive else "; use --recursive for sub-folders")))
             found += [(f, f.relative_to(p).with_suffix("")) for f in files]
         elif p.exists() or os.path.islink(p):
@@ -129,16 +133,6 @@ def _unique_names(found: list[tuple[Path, Path]], failures: list[Failure]) -> li
 
 # --- writers -----------------------------------------------------------------------------------
 
-def scaled_intrinsics(size_wh: tuple[int, int],
-                      intrinsics: tuple[float, float, float, float] | None = None) -> tuple[float, ...]:
-    """fx, fy, cx, cy in pixels for an image of size (W, H): the given ones, or NYU's Kinect scaled to it."""
-    if intrinsics is not None:
-        return tuple(float(v) for v in intrinsics)
-    sx, sy = size_wh[0] / NYU_SIZE[0], size_wh[1] / NYU_SIZE[1]
-    fx, fy, cx, cy = NYU_INTRINSICS
-    return fx * sx, fy * sy, cx * sx, cy * sy
-
-
 def depth_to_points(depth_m: np.ndarray, rgb: np.ndarray, intrinsics: tuple[float, ...],
                     stride: int = 1) -> tuple[np.ndarray, np.ndarray]:
     """Back-project every `stride`-th pixel (u, v) with depth d to the camera frame, metres:
@@ -155,9 +149,14 @@ def depth_to_points(depth_m: np.ndarray, rgb: np.ndarray, intrinsics: tuple[floa
     return xyz, rgb[v, u].astype(np.uint8)
 
 
-def write_outputs(base: Path, depth_m: np.ndarray, rgb: np.ndarray, opts: OutputOptions) -> list[Path]:
-    """Write every format of `opts` for one image next to the stem `base`; returns the paths written."""
+def write_outputs(base: Path, depth_m: np.ndarray, rgb: np.ndarray, opts: OutputOptions,
+                  source: Path | None = None) -> list[Path]:
+    """Write every format of `opts` for one image next to the stem `base`; returns the paths written.
+    `source`: the image file, read for its EXIF focal length (intrinsics for ply and stereo)."""
     written = []
+    k = None
+    if "ply" in opts.formats or "stereo" in opts.formats:
+        k = resolve_intrinsics(opts.intrinsics, depth_m.shape[1], depth_m.shape[0], source)
     for fmt in opts.formats:
         path = base.with_name(base.name + SUFFIXES[fmt])
         if fmt == "png16":
@@ -166,11 +165,12 @@ def write_outputs(base: Path, depth_m: np.ndarray, rgb: np.ndarray, opts: Output
             write_npy(path, depth_m)
         elif fmt == "color":
             write_color(path, depth_m, opts.cmap, opts.range_m, opts.colorbar)
+        elif fmt == "stereo":
+            write_stereo(path, rgb, depth_m, k.fx, opts.stereo or StereoOptions())
         else:
-            k = scaled_intrinsics((depth_m.shape[1], depth_m.shape[0]), opts.intrinsics)
-            xyz, colors = depth_to_points(depth_m, rgb, k, opts.stride)
-            note = "camera frame, metres: x right, y down, z forward\nintrinsics fx fy cx cy {:.4f} {:.4f} {:.4f} {:.4f}"
-            write_ply(path, xyz, colors, opts.ply_ascii, note.format(*k))
+            xyz, colors = depth_to_points(depth_m, rgb, k.as_tuple(), opts.stride)
+            write_ply(path, xyz, colors, opts.ply_ascii,
+                      f"camera frame, metres: x right, y down, z forward\n{k.comment()}")
         written.append(path)
     return written
 
@@ -189,6 +189,7 @@ def predict_files(estimator: DepthEstimator, files: list[tuple[Path, Path]], out
     """
     failures: list[Failure] = []
     pending: dict[tuple[int, int], list[tuple[Job, np.ndarray]]] = {}
+    enable_heif()  # HEIC/HEIF photos when pillow-heif is installed
 
     def done(job_path: Path, failure: Failure | None) -> None:
         if failure is not None:
@@ -206,8 +207,10 @@ def predict_files(estimator: DepthEstimator, files: list[tuple[Path, Path]], out
             return
         for (job, rgb), depth in zip(group, depths):
             try:
-                write_outputs(job.base, depth, rgb, opts)
+                write_outputs(job.base, depth, rgb, opts, job.path)
                 done(job.path, None)
+            except IntrinsicsError as e:
+                done(job.path, Failure(str(job.path), str(e)))
             except OSError as e:
                 where = e.filename or job.base.parent
                 done(job.path, Failure(str(job.path), f"cannot write {where}: {e.strerror or e}"))

@@ -36,6 +36,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
+from transferdepth.build import build_model
 from transferdepth.checkpoint import CONFIG_FILE, WEIGHTS_FILE, load_checkpoint, save_checkpoint
 from transferdepth.config import ARCHITECTURE_KEYS, ConfigError, TrainConfig, save_config
 from transferdepth.data import open_dataset
@@ -43,7 +44,7 @@ from transferdepth.data.transforms import EvalTransform, TrainTransform, Transfo
 from transferdepth.inference import infer
 from transferdepth.losses import depth_loss
 from transferdepth.metrics import depth_metrics
-from transferdepth.models import DepthNet, build_model
+from transferdepth.models import DepthNet
 from transferdepth.utils import atomic_write
 
 STATE_FILE = "train_state.pt"

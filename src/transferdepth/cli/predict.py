@@ -18,7 +18,7 @@ from transferdepth.cli import COMMANDS, EXIT_OK, EXIT_SOME_INPUTS_FAILED, UserEr
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("predict", help=COMMANDS["predict"],
                        description=__doc__.splitlines()[0])
-    p.add_argument("paths", nargs="+", metavar="PATH", help="image files, folders of images, or globs")
+    p.add_argument("paths", nargs="+", metavar="PATH", help="image or video files, folders of them, or globs")
     p.add_argument("--checkpoint", required=True, help="checkpoint directory (model.safetensors + config.json)")
     p.add_argument("--out", required=True, help="output folder (created)")
     p.add_argument("--format", action="append", default=None, dest="formats", metavar="FMT",
@@ -32,8 +32,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--range", default=None, metavar="MIN,MAX", help="fixed colour range in metres "
                    "(default: each image's own min..max)")
     p.add_argument("--colorbar", action="store_true", help="add a colour bar (metres) to colour images")
-    p.add_argument("--intrinsics", default=None, metavar="FX,FY,CX,CY",
-                   help="pixels, at the input image's resolution, for PLY (default: NYU Kinect, scaled)")
+    p.add_argument("--intrinsics", default="auto", metavar="auto|exif|fov:DEG|nyu|FX,FY,CX,CY",
+                   help="camera for PLY and stereo, pixels at the input's resolution: auto (default) = EXIF "
+                        "focal length, else a 26 mm-equivalent lens, square pixels; see docs/3d.md")
+    p.add_argument("--stereo", default="sbs", choices=("sbs", "tab", "anaglyph"),
+                   help="layout for --format stereo: side by side, top and bottom, red-cyan anaglyph")
+    p.add_argument("--baseline", type=float, default=0.065, help="stereo eye separation, metres (default 0.065)")
+    p.add_argument("--convergence", default="auto", metavar="METRES|auto|inf",
+                   help="stereo zero-parallax distance (default auto: the median depth of the image / first frames)")
     p.add_argument("--stride", type=int, default=1, help="PLY: every N-th pixel in x and y")
     p.add_argument("--ply-ascii", action="store_true", help="ASCII PLY (default: binary little-endian)")
     p.add_argument("--max-pixels", type=int, default=None,
@@ -76,11 +82,19 @@ def parse_options(args: argparse.Namespace):
         range_m = _floats(args.range, 2, "--range")
         if not 0 <= range_m[0] < range_m[1]:
             raise UserError(f"--range: need 0 <= MIN < MAX metres, got {args.range}")
-    intrinsics = None
-    if args.intrinsics is not None:
-        intrinsics = _floats(args.intrinsics, 4, "--intrinsics")
-        if intrinsics[0] <= 0 or intrinsics[1] <= 0:
-            raise UserError(f"--intrinsics: fx and fy must be positive, got {args.intrinsics}")
+    from transferdepth.camera import IntrinsicsError, parse_spec
+    from transferdepth.stereo import StereoOptions
+
+    try:
+        intrinsics = parse_spec(args.intrinsics)
+    except IntrinsicsError as e:
+        raise UserError(str(e)) from None
+    try:
+        convergence = None if args.convergence == "auto" else float(args.convergence)
+        stereo = StereoOptions(args.stereo, args.baseline, convergence)
+    except ValueError as e:
+        msg = str(e) if str(e).startswith("--") else f"--convergence: need metres, auto or inf, got {args.convergence}"
+        raise UserError(msg) from None
     for option, value in (("--stride", args.stride), ("--batch-size", args.batch_size)):
         if value < 1:
             raise UserError(f"{option} must be at least 1, got {value}")
@@ -89,7 +103,7 @@ def parse_options(args: argparse.Namespace):
     if args.max_side is not None and args.max_side < 0:
         raise UserError(f"--max-side must be a number of pixels (0 = no limit), got {args.max_side}")
     return OutputOptions(tuple(dict.fromkeys(formats)), args.cmap, range_m, args.colorbar, intrinsics,
-                         args.stride, args.ply_ascii)
+                         args.stride, args.ply_ascii, stereo)
 
 
 def check_writable(out: Path) -> None:
@@ -112,7 +126,7 @@ def _run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from transferdepth.api import DEFAULT_MAX_PIXELS, DEFAULT_MAX_SIDE, DepthEstimator
-    from transferdepth.predict import find_inputs, predict_files, print_summary
+    from transferdepth.predict import IMAGE_EXTENSIONS, find_inputs, predict_files, print_summary
     from transferdepth.utils import resolve_device
 
     device = resolve_device(args.device, "--device")  # before the checkpoint is read
@@ -120,17 +134,30 @@ def _run(args: argparse.Namespace) -> int:
                                          max_pixels=args.max_pixels or DEFAULT_MAX_PIXELS,
                                          input_size=input_size,
                                          max_side=DEFAULT_MAX_SIDE if args.max_side is None else args.max_side or None)
-    files, failures = find_inputs(args.paths, args.recursive)
+    from transferdepth.video import VIDEO_EXTENSIONS, predict_videos, split_inputs, video_options
+
+    files, failures = find_inputs(args.paths, args.recursive, IMAGE_EXTENSIONS + VIDEO_EXTENSIONS)
+    files, videos, unknown = split_inputs(files)
+    failures += unknown
     for f in failures:
         print(f"transferdepth: error: {f}", file=sys.stderr)
-    total = len(files) + len(failures)
-    with tqdm(total=len(files), unit="img", desc="predict", disable=None, file=sys.stderr) as bar:
+    total = len(files) + len(videos) + len(failures)
+    with tqdm(total=len(files), unit="img", desc="predict", disable=None if files else True,
+              file=sys.stderr) as bar:
         def on_done(path: Path, failure) -> None:
             if failure is not None:
                 bar.write(f"transferdepth: error: {failure}", file=sys.stderr)
             bar.update(1)
 
         failures += predict_files(est, files, out, opts, args.batch_size, on_done)
+    if videos:
+        with tqdm(unit="frame", desc="video", disable=None, file=sys.stderr) as bar:
+            def on_video(path: Path, failure) -> None:
+                if failure is not None:
+                    bar.write(f"transferdepth: error: {failure}", file=sys.stderr)
+
+            failures += predict_videos(est, videos, out, video_options(opts, args.batch_size, args.formats),
+                                       on_video, bar.update)
     done = total - len(failures)
     print(f"{done} of {total} inputs done, outputs in {os.fspath(out)}")
     print_summary(failures, total)
