@@ -20,6 +20,9 @@ import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import numpy as np  # noqa: E402
+import torch  # noqa: E402, F401  before tensorflow: the other order crashed torch ops here (TF 2.21, torch 2.14)
+
+# isort: split
 import tensorflow as tf  # noqa: E402
 import tf_keras as keras  # noqa: E402
 
@@ -47,9 +50,11 @@ class BilinearUpSampling2D(keras.layers.Layer):
         return {**super().get_config(), "size": self.size, "data_format": self.data_format}
 
 
-def build_densedepth(variant: str, align_corners: bool = True) -> keras.Model:
-    """DenseDepth's create_model() for `variant` (see module docstring), random weights."""
+def build_densedepth(variant: str, align_corners: bool = True, seed: int = 0) -> keras.Model:
+    """DenseDepth's create_model() for `variant` (see module docstring), random weights (Keras' initialisers,
+    seeded)."""
     opts = VARIANTS[variant]
+    keras.utils.set_random_seed(seed)
     base = keras.applications.DenseNet169(input_shape=(None, None, 3), include_top=False, weights=None)
     filters = int(base.layers[-1].output.shape[-1])
     if opts["half_features"]:

@@ -256,13 +256,27 @@ def test_cli_writes_a_checkpoint_and_refuses_bad_files(good_h5, tmp_path, capsys
 
 
 @NEEDS_MODELS_BRANCH
-def test_checkpoint_round_trip_is_identical(good_h5, tmp_path):
-    model, meta = import_densedepth(good_h5, dataset="nyu")
-    save_checkpoint(model, tmp_path / "c", meta=meta)
+def test_checkpoint_round_trip_api_and_onnx_export(torch_src, tmp_path):
+    """The imported checkpoint reloads identically (no convA activation: not the default) and the API and
+    the ONNX export give the imported network's metres."""
+    ort = pytest.importorskip("onnxruntime")
+    from transferdepth.api import DepthEstimator
+    from transferdepth.export import export_checkpoint
+
+    h5 = write_keras_h5(tmp_path / "a.h5", torch_src, act_a=False)
+    assert main(["import", "densedepth", str(h5), "--out", str(tmp_path / "c"), "--dataset", "nyu"]) == 0
+    model, _ = import_densedepth(h5, dataset="nyu")
     back = load_checkpoint(tmp_path / "c")
-    assert (back.decoder_act_a, back.bottleneck_relu, back.input_norm) == (True, True, "none")
-    x = torch.rand(1, 3, 64, 96)
+    assert (back.decoder_act_a, back.bottleneck_relu, back.input_norm) == (False, True, "none")
+    rgb = (np.random.default_rng(0).random((64, 96, 3)) * 255).astype(np.uint8)
+    x = rgb_to_tensor(rgb)
     torch.testing.assert_close(infer(back, x, flip=False), infer(model, x, flip=False), rtol=0, atol=0)
+    api = DepthEstimator.from_pretrained(tmp_path / "c", device="cpu", flip=True).predict(rgb)
+    np.testing.assert_allclose(api, infer(model, x, flip=True)[0, 0].numpy(), rtol=0, atol=1e-6)
+    onnx_path = export_checkpoint(tmp_path / "c", "onnx", tmp_path / "m.onnx")
+    sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    (out,) = sess.run(None, {"rgb": x.numpy()})
+    np.testing.assert_allclose(out, infer(model, x, flip=False).numpy(), rtol=0, atol=1e-4)
 
 
 # --- parity with Keras (needs tensorflow + tf-keras) --------------------------------------------
