@@ -2,7 +2,7 @@
 
     python benchmarks/import_latency.py [--variant 2124ac9|10a688f] [--size 480x640] [--repeats 5] [--threads N]
 
-Needs the [keras-parity] extra (tensorflow-cpu, tf-keras). Builds DenseDepth's Keras architecture
+Needs the [keras-parity] extra (tensorflow, tf-keras). Builds DenseDepth's Keras architecture
 (tests/keras_reference.py, random weights: latency does not depend on them), saves it as HDF5 the way
 DenseDepth's files are saved, imports it with `transferdepth.importers.import_densedepth`, then times batch 1,
 fp32, no flip: PyTorch = `transferdepth.inference.infer` (normalise, forward, DepthNorm -> metres, clamp);

@@ -9,7 +9,7 @@ conv3 3x3 -> 1 channel (DepthNorm).
 variant "2124ac9": full features (F = 1664), no activation after convA (the released nyu.h5);
 variant "10a688f": half features (F = 832), LeakyReLU after convA (DenseDepth's model.py since March 2019).
 
-Needs `pip install transferdepth[keras-parity]` (tensorflow-cpu, tf-keras); imported only by tests that
+Needs `pip install transferdepth[keras-parity]` (tensorflow, tf-keras); imported only by tests that
 skip without it.
 """
 

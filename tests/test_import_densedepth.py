@@ -293,7 +293,7 @@ def _frame(rgbd_root: Path, name: str, size: tuple[int, int]) -> np.ndarray:
 def keras_case(request, rgbd_root, tmp_path_factory):
     """(variant, h5 path, {size: (uint8 frame, Keras depth in metres)}) for one DenseDepth variant."""
     pytest.importorskip("tensorflow", reason="the Keras parity test needs the [keras-parity] extra "
-                                             "(tensorflow-cpu, tf-keras)")
+                                             "(tensorflow, tf-keras)")
     pytest.importorskip("tf_keras", reason="the Keras parity test needs tf-keras ([keras-parity] extra)")
     import keras_reference as kr
 
