@@ -24,9 +24,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-import torch  # before tensorflow: in one process, the other order crashed torch here (TF 2.21, torch 2.14)
+import torch
 
-from transferdepth.importers import import_densedepth
+from transferdepth.importers import import_densedepth  # torchvision before tensorflow (see keras_reference)
 from transferdepth.inference import infer
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))

@@ -20,7 +20,11 @@ import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import numpy as np  # noqa: E402
-import torch  # noqa: E402, F401  before tensorflow: the other order crashed torch ops here (TF 2.21, torch 2.14)
+
+# torch and torchvision before tensorflow: with torchvision imported after tensorflow, a DenseNet forward in
+# torch segfaults (observed with TF 2.21, torch 2.14.1, torchvision 0.29.1 on Linux x86-64)
+import torch  # noqa: E402, F401
+import torchvision  # noqa: E402, F401
 
 # isort: split
 import tensorflow as tf  # noqa: E402
