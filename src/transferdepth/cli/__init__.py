@@ -28,7 +28,10 @@ COMMANDS = {
     "predict": "predict depth (metres) for images: 16-bit PNG mm, .npy, colour, PLY",
     "export": "export a checkpoint to ONNX or TorchScript (dynamic height and width)",
     "weights": "ImageNet encoder weights: list the cache, fetch",
+    "import": "convert another project's trained model into a checkpoint",
 }
+# Commands whose module name differs from the command (`import` is a Python keyword).
+MODULES = {"import": "import_"}
 
 
 class UserError(Exception):
@@ -46,7 +49,7 @@ def build_parser(command: str | None = "*") -> argparse.ArgumentParser:
 
     for name, help_line in COMMANDS.items():
         if command in ("*", name):
-            module = importlib.import_module(f"transferdepth.cli.{name}")
+            module = importlib.import_module(f"transferdepth.cli.{MODULES.get(name, name)}")
             module.add_parser(sub)
         else:
             sub.add_parser(name, help=help_line)
