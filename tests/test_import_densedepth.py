@@ -31,7 +31,7 @@ from transferdepth.checkpoint import load_checkpoint, model_config, read_config,
 from transferdepth.cli import main
 from transferdepth.importers import ModelImportError, import_densedepth, read_densedepth
 from transferdepth.inference import infer, rgb_to_tensor
-from transferdepth.models import build_model
+from transferdepth.models import create_model
 
 TOL_M = 1e-3  # the parity bar: max abs difference in metres
 SIZES = [(480, 640), (384, 512)]
@@ -39,7 +39,7 @@ VARIANTS = {"2124ac9": (1.0, False), "10a688f": (0.5, True)}  # model.py commit 
 
 _ARCH_KEYS = {"decoder_act_a", "bottleneck_relu", "input_norm"}
 NEEDS_MODELS_BRANCH = pytest.mark.xfail(
-    not _ARCH_KEYS <= set(model_config(build_model("mobilenetv2", pretrained=False))),
+    not _ARCH_KEYS <= set(model_config(create_model("mobilenetv2"))),
     reason="needs the models branch: checkpoint config.json must record decoder_act_a, bottleneck_relu, "
            "input_norm", strict=True)
 
@@ -123,8 +123,8 @@ def _graph(act_a: bool, bottleneck_relu: bool) -> dict:
 def torch_src():
     """A random densenet169 DepthNet, decoder width 64/1664 (small file), LeakyReLU after convA."""
     torch.manual_seed(0)
-    model = build_model("densenet169", 64 / 1664, pretrained=False, decoder_act_a=True, bottleneck_relu=True,
-                        input_norm="none").eval()
+    model = create_model("densenet169", 64 / 1664, decoder_act_a=True, bottleneck_relu=True,
+                         input_norm="none").eval()
     with torch.no_grad():
         for m in model.modules():
             if isinstance(m, torch.nn.BatchNorm2d):

@@ -37,7 +37,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from transferdepth.models import DepthNet, build_model
+from transferdepth.models import DepthNet, create_model
 from transferdepth.recipe import KITTI_MAX_DEPTH_M, MAX_DEPTH_M, MIN_DEPTH_M
 
 KERAS_BN_EPS = 1.001e-5  # keras.applications.densenet's BatchNormalization(epsilon=1.001e-5)
@@ -94,8 +94,8 @@ def read_densedepth(path: str | os.PathLike) -> DenseDepthFile:
 def densedepth_to_depthnet(src: DenseDepthFile, *, min_depth: float = MIN_DEPTH_M,
                            max_depth: float = MAX_DEPTH_M) -> DepthNet:
     """The DepthNet with `src`'s weights (eval mode): RGB/255 input, depth range [min_depth, max_depth] m."""
-    model = build_model(ENCODER, src.decoder_width, pretrained=False, min_depth=min_depth, max_depth=max_depth,
-                        decoder_act_a=src.decoder_act_a, bottleneck_relu=src.bottleneck_relu, input_norm="none")
+    model = create_model(ENCODER, src.decoder_width, min_depth=min_depth, max_depth=max_depth,
+                         decoder_act_a=src.decoder_act_a, bottleneck_relu=src.bottleneck_relu, input_norm="none")
     state: dict[str, torch.Tensor] = {}
     for module_name, module in _mapped_modules(model):
         layer = keras_layer_name(module_name)
