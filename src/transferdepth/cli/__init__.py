@@ -11,7 +11,7 @@ import argparse
 import importlib
 import sys
 
-COMMANDS = ("demo", "train", "evaluate", "compare", "predict", "export", "weights")
+COMMANDS = ("demo", "train", "evaluate", "compare", "predict", "export", "weights", "serve")
 
 
 class UserError(Exception):
