@@ -142,5 +142,8 @@ def load_engine(name: str, source: str | os.PathLike, device: str | None = None,
     if name == "torch":
         return TorchEngine(source, device=device, max_pixels=max_pixels)
     if name == "onnx":
-        return OnnxEngine(source, max_pixels=max_pixels)
+        try:
+            return OnnxEngine(source, max_pixels=max_pixels)
+        except ImportError as e:
+            raise ValueError(f"--engine onnx needs {e.name}: pip install 'transferdepth[serve,export]'") from None
     raise ValueError(f"--engine: unknown engine '{name}' (choose torch or onnx)")
