@@ -380,6 +380,7 @@ def test_cli_serve_binds_localhost_and_warns_elsewhere(monkeypatch, capsys, chec
     assert (seen["rc"], seen["host"], seen["port"]) == (0, "127.0.0.1", 8000)
     assert "warning" not in capsys.readouterr().err
     assert seen["app"].state.settings.api_key is None
+    assert seen["app"].state.tmp_root is None  # made when the server starts, not when the app is built
     seen = _run_cli(monkeypatch, ["serve", "--checkpoint", str(checkpoint), "--host", "0.0.0.0", "--port", "9001"])
     err = capsys.readouterr().err
     assert "warning: serving on 0.0.0.0" in err and "set --api-key" in err

@@ -254,19 +254,27 @@ def create_app(engine: Engine, settings: Settings | None = None) -> FastAPI:
     from transferdepth import __version__
 
     settings = settings or Settings()
-    root = Path(tempfile.mkdtemp(prefix="transferdepth-serve-", dir=settings.tmp_dir))
     executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="transferdepth-infer")
     admitted = 0
 
+    def tmp_root() -> Path:
+        """The server's temporary folder (per-request folders go inside): made at start, removed at shutdown."""
+        if app.state.tmp_root is None:
+            app.state.tmp_root = Path(tempfile.mkdtemp(prefix="transferdepth-serve-", dir=settings.tmp_dir))
+        return app.state.tmp_root
+
     @asynccontextmanager
     async def lifespan(app: FastAPI):
+        tmp_root()
         yield
         executor.shutdown(wait=True, cancel_futures=True)
-        shutil.rmtree(root, ignore_errors=True)
+        if app.state.tmp_root is not None:
+            shutil.rmtree(app.state.tmp_root, ignore_errors=True)
+            app.state.tmp_root = None
 
     app = FastAPI(title="transferdepth", version=__version__, lifespan=lifespan,
                   description="Monocular depth in metres. POST an image to /v1/depth.")
-    app.state.engine, app.state.settings, app.state.tmp_root = engine, settings, root
+    app.state.engine, app.state.settings, app.state.tmp_root = engine, settings, None
     app.add_middleware(_Guard, settings=settings)
 
     @app.exception_handler(ApiError)
@@ -340,7 +348,7 @@ def create_app(engine: Engine, settings: Settings | None = None) -> FastAPI:
         try:
             data, name = await _read_image(request)
             t1 = time.perf_counter()
-            rgb = await run_in_threadpool(_decode, data, name, root, engine.max_pixels)
+            rgb = await run_in_threadpool(_decode, data, name, tmp_root(), engine.max_pixels)
             del data
             t2 = time.perf_counter()
             loop = asyncio.get_running_loop()
@@ -350,7 +358,7 @@ def create_app(engine: Engine, settings: Settings | None = None) -> FastAPI:
             extra = {"timing_ms": timing, "engine": engine.info()["engine"],
                      "flip": options.flip if options.flip is not None else engine.info()["flip"],
                      "input_size": list(options.input_size) if options.input_size else None}
-            body, headers = await run_in_threadpool(encode, fmt, depth_m, rgb, root, cmap=cmap, intrinsics=k,
+            body, headers = await run_in_threadpool(encode, fmt, depth_m, rgb, tmp_root(), cmap=cmap, intrinsics=k,
                                                     stride=stride, extra=extra)
         finally:
             admitted -= 1
