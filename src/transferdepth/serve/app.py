@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-import io
 import json
 import shutil
 import tempfile
@@ -32,21 +31,12 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
-from PIL import Image
-from PIL.PngImagePlugin import PngInfo
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from transferdepth.api import ImageError, load_image
-from transferdepth.predict import (
-    SUFFIXES,
-    colorize,
-    depth_to_mm,
-    depth_to_points,
-    scaled_intrinsics,
-    write_ply,
-)
+from transferdepth.predict import SUFFIXES, OutputOptions, colorize, scaled_intrinsics, write_outputs
 from transferdepth.serve.engine import Engine, Options
 
 FORMATS = ("png16", "npy", "color", "ply", "json")
@@ -182,44 +172,30 @@ def _stem(name: str) -> str:
     return "".join(c for c in stem if c.isalnum() or c in "-_.") or "image"
 
 
-def _png(array: np.ndarray, text: dict[str, str] | None = None) -> bytes:
-    info = PngInfo()
-    for k, v in (text or {}).items():
-        info.add_text(k, v)
-    buf = io.BytesIO()
-    Image.fromarray(array).save(buf, format="PNG", pnginfo=info)
-    return buf.getvalue()
-
-
 def encode(fmt: str, depth: np.ndarray, rgb: np.ndarray, root: Path, *, cmap: str = "plasma",
            intrinsics: tuple[float, ...] | None = None, stride: int = 1,
            extra: dict[str, Any] | None = None) -> tuple[bytes, dict[str, str]]:
-    """Depth (HxW metres) in one output format -> (body, extra headers)."""
+    """Depth (HxW metres) in one output format -> (body, extra headers).
+
+    png16, npy, color and ply are the bytes `transferdepth predict` writes (`predict.write_outputs`, into
+    a temporary folder under `root`, removed after); json is built here.
+    """
     headers: dict[str, str] = {"X-Depth-Units": "millimetres" if fmt == "png16" else "metres"}
     h, w = depth.shape
-    k = scaled_intrinsics((w, h), intrinsics)
+    finite = depth[np.isfinite(depth)]
+    lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
     if fmt == "png16":
         headers["X-Depth-Scale"] = "0.001 m per unit (uint16 millimetres; 0 = no depth)"
-        return _png(depth_to_mm(depth)), headers
-    if fmt == "npy":
-        buf = io.BytesIO()
-        np.save(buf, np.asarray(depth, dtype=np.float32))
-        return buf.getvalue(), headers
-    if fmt == "color":
-        rgb_c, (lo, hi) = colorize(depth, cmap)
-        headers.update({"X-Color-Range-M": f"{lo:.6g},{hi:.6g}", "X-Colormap": cmap})
-        return _png(rgb_c, {"depth_range_m": f"{lo:.6g},{hi:.6g}", "colormap": cmap}), headers
-    if fmt == "ply":
-        xyz, colors = depth_to_points(depth, rgb, k, stride)
-        note = ("camera frame, metres: x right, y down, z forward\n"
-                "intrinsics fx fy cx cy {:.4f} {:.4f} {:.4f} {:.4f}".format(*k))
+    elif fmt == "color":
+        headers |= {"X-Color-Range-M": f"{lo:.6g},{hi:.6g}", "X-Colormap": cmap}
+    if fmt != "json":
+        opts = OutputOptions(formats=(fmt,), cmap=cmap, range_m=(lo, hi), intrinsics=intrinsics, stride=stride)
         with tempfile.TemporaryDirectory(dir=root) as tmp:
-            path = Path(tmp) / "cloud.ply"
-            write_ply(path, xyz, colors, comment=note)
+            (path,) = write_outputs(Path(tmp) / "depth", depth, rgb, opts)
             return path.read_bytes(), headers
-    finite = depth[np.isfinite(depth)]
+    k = scaled_intrinsics((w, h), intrinsics)
     body = {"width": w, "height": h, "units": "metres",
-            "min_m": float(finite.min()), "median_m": float(np.median(finite)), "max_m": float(finite.max()),
+            "min_m": lo, "median_m": float(np.median(finite)) if finite.size else float("nan"), "max_m": hi,
             "intrinsics": {"fx": k[0], "fy": k[1], "cx": k[2], "cy": k[3],
                            "source": "request" if intrinsics is not None else "NYU Kinect, scaled to the image"}}
     body |= extra or {}
