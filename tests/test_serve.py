@@ -172,6 +172,10 @@ def test_model_healthz_docs_and_page(server):
     status, _, body = request(url, "GET", "/openapi.json")
     assert status == 200 and "/v1/depth" in json.loads(body)["paths"]
     assert request(url, "GET", "/docs")[0] == 200
+    lut = np.array(json.loads(request(url, "GET", "/v1/colormap/viridis")[2])["lut"])
+    ramp = np.linspace(2.0, 5.0, 256)  # the page's colours are format=color's: the LUT at t = 0..1
+    np.testing.assert_array_equal(lut, colorize(ramp, "viridis")[0])
+    assert request(url, "GET", "/v1/colormap/nope")[0] == 422
     status, headers, page = request(url, "GET", "/")
     assert status == 200 and b"<canvas" in page
     for asset in ("/static/app.js", "/static/style.css"):
