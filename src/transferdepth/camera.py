@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass
+from typing import BinaryIO
 
 import numpy as np
 
@@ -148,7 +149,7 @@ def _number(value: object) -> float | None:
     return v if math.isfinite(v) and v > 0 else None
 
 
-def exif_focal(path: str | os.PathLike) -> dict[str, float]:
+def exif_focal(path: str | os.PathLike | BinaryIO) -> dict[str, float]:
     """EXIF focal tags of an image file (headers only): focal_35mm, focal_mm, plane_px_per_mm, pixel_x,
     pixel_y (each only when present and positive); {} when the file has none or cannot be read."""
     from PIL import Image
@@ -190,13 +191,18 @@ def from_exif(tags: dict[str, float], width: int, height: int) -> Intrinsics | N
     return None
 
 
-def resolve(spec: IntrinsicsSpec | tuple[float, ...] | str | None, width: int, height: int,
-            path: str | os.PathLike | None = None) -> Intrinsics:
+def resolve(spec: Intrinsics | IntrinsicsSpec | tuple[float, ...] | str | None, width: int, height: int,
+            path: str | os.PathLike | BinaryIO | None = None) -> Intrinsics:
     """The intrinsics for an image (or video frame) of width x height pixels; `path` is read for EXIF.
 
-    spec: an IntrinsicsSpec, its text (see `parse_spec`), explicit (fx, fy, cx, cy), or None (= auto).
+    spec: an IntrinsicsSpec, its text (see `parse_spec`), explicit (fx, fy, cx, cy), or None (= auto); an
+    Intrinsics already resolved for this size is returned as it is. `path`: a file or a binary file object.
     Raises IntrinsicsError (the reason, without the file name) for mode ``exif`` without an EXIF focal length.
     """
+    if isinstance(spec, Intrinsics):
+        if (spec.width, spec.height) != (width, height):
+            raise IntrinsicsError(f"intrinsics were resolved for {spec.width}x{spec.height}, not {width}x{height}")
+        return spec
     if spec is None or isinstance(spec, str):
         spec = parse_spec(spec)
     elif not isinstance(spec, IntrinsicsSpec):

@@ -29,6 +29,7 @@ COMMANDS = {
     "export": "export a checkpoint to ONNX or TorchScript (dynamic height and width)",
     "weights": "ImageNet encoder weights: list the cache, fetch",
     "import": "convert another project's trained model into a checkpoint",
+    "serve": "serve a checkpoint: HTTP API and a web page with a 3D view",
 }
 # Commands whose module name differs from the command (`import` is a Python keyword).
 MODULES = {"import": "import_"}
