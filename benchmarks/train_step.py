@@ -3,7 +3,9 @@
     python benchmarks/train_step.py [--encoders a,b] [--sizes 480x640,240x320] [--batch 4] [--repeats 5]
                                     [--devices cpu,cuda]
 
-A step = forward + DenseDepth loss + backward + Adam update, batch `--batch`, random data with valid depth.
+A step = `transferdepth.train.TrainStep`, the step training runs (forward under AMP, DenseDepth loss, backward,
+the NaN guard's finiteness checks of loss, gradients and weights, the optimizer update of the default recipe:
+Adam with AMSGrad), batch `--batch`, random data with valid depth, a model built as training builds it.
 Step FLOPs = 3 x the forward FLOPs counted by torch.utils.flop_counter (the backward of a conv or linear
 layer costs its forward twice: input and weight gradients). The backward is not counted directly because
 torch 2.14's counter ignores `groups` in convolution_backward and overcounts depthwise convolutions
@@ -22,9 +24,9 @@ import time
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from transferdepth.build import build_model
-from transferdepth.losses import depth_loss
+from transferdepth.config import TrainConfig
 from transferdepth.models import available_encoders
+from transferdepth.train import TrainStep, build, make_optimizer
 
 
 def sync(device: torch.device) -> None:
@@ -46,35 +48,33 @@ def matmul_peak_gflops(device: torch.device, dtype: torch.dtype, n: int) -> floa
     return 2 * n**3 / statistics.median(times) / 1e9
 
 
-def step_fn(model, opt, x, depth, valid, amp):
-    with torch.autocast(x.device.type, dtype=amp, enabled=amp is not None):
-        pred = model(x)
-    loss = depth_loss(pred, depth, valid)
-    opt.zero_grad(set_to_none=True)
-    loss.backward()
-    opt.step()
+def make_step(name: str, h: int, w: int, batch: int, device: torch.device, amp) -> tuple[TrainStep, torch.nn.Module]:
+    """The training step of the default recipe for encoder `name` (random init), on `device`."""
+    cfg = TrainConfig(encoder=name, pretrained=False, height=h, width=w, batch_size=batch, device=str(device))
+    model = build(cfg).to(device).train()
+    return TrainStep(model, model, make_optimizer(cfg, model.parameters()), cfg, device, amp), model
 
 
 def measure(name: str, h: int, w: int, batch: int, device: torch.device, amp, repeats: int) -> tuple[float, float]:
     torch.manual_seed(0)
-    model = build_model(name, pretrained=False).to(device).train()
-    opt = torch.optim.Adam(model.parameters(), lr=1e-4)
+    step, model = make_step(name, h, w, batch, device, amp)
     x = torch.randn(batch, 3, h, w, device=device)
-    depth = 0.5 + 9 * torch.rand(batch, 1, (h + 1) // 2, (w + 1) // 2, device=device)
+    depth = 0.5 + 9 * torch.rand(batch, 1, h // 2, w // 2, device=device)
     valid = torch.ones_like(depth, dtype=torch.bool)
     counter = FlopCounterMode(display=False)
     with counter, torch.no_grad():
         model(x)
     flops = 3 * counter.get_total_flops()  # forward + backward (grad of inputs and of weights: 2x forward)
-    step_fn(model, opt, x, depth, valid, amp)
-    step_fn(model, opt, x, depth, valid, amp)
+    step(x, depth, valid)
+    step(x, depth, valid)
     times = []
     for _ in range(repeats):
         sync(device)
         t = time.perf_counter()
-        step_fn(model, opt, x, depth, valid, amp)
+        applied, _ = step(x, depth, valid)
         sync(device)
         times.append(time.perf_counter() - t)
+        assert applied, "a benchmark step was skipped as non-finite"
     t = statistics.median(times)
     return batch / t, flops / t / 1e9
 

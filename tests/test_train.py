@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import socket
 import subprocess
 import sys
 
@@ -38,20 +40,60 @@ def _assert_same(a, b, atol=0.0):
             torch.testing.assert_close(a[k], b[k], atol=atol, rtol=0, msg=k)
 
 
-def test_resume_continues_exactly(tmp_path):
-    """8 steps in one go == 4 steps, stop, resume to 8 (crossing an epoch boundary: 24 samples / 4 = 6 steps)."""
-    full = train(_cfg(max_steps=8), tmp_path / "full")
+class _TorchNoise(torch.utils.data.Dataset):
+    """Procedural training samples plus noise from the global torch RNG, so an exact resume needs the RNG
+    state of the checkpoint (without restoring it the resumed run sees other noise)."""
+
+    def __init__(self):
+        from transferdepth.data import open_dataset
+        from transferdepth.data.transforms import TrainTransform, TransformedDataset
+        from transferdepth.models import get_spec
+
+        spec = get_spec("mobilenetv2")
+        self.ds = TransformedDataset(open_dataset(DATA), TrainTransform(spec.mean, spec.std, (64, 64)), seed=3)
+
+    def set_epoch(self, epoch):
+        self.ds.set_epoch(epoch)
+
+    def __len__(self):
+        return len(self.ds)
+
+    def __getitem__(self, i):
+        item = dict(self.ds[i])
+        item["image"] = item["image"] + 0.5 * torch.randn(item["image"].shape)
+        return item
+
+
+def _history(run):
+    return [json.loads(line) for line in (run / "history.jsonl").read_text().splitlines()]
+
+
+def test_resume_continues_exactly(tmp_path, capsys):
+    """8 steps in one go == 4 steps, stop, resume to 8 (crossing an epoch boundary: 24 samples / 4 = 6 steps),
+    also from checkpoint.old (step 2) when checkpoint/ is corrupt: weights bit-equal, history equal."""
+    full = train(_cfg(max_steps=8), tmp_path / "full", train_dataset=_TorchNoise())
     assert full.steps == 8
-    half = train(_cfg(max_steps=4), tmp_path / "split")
+    half = train(_cfg(max_steps=4, ckpt_every=2), tmp_path / "split", train_dataset=_TorchNoise())
     assert half.steps == 4
     assert not torch.equal(_weights(tmp_path / "full")["decoder.conv3.weight"],
                            _weights(tmp_path / "split")["decoder.conv3.weight"])
-    resumed = train(_cfg(max_steps=8), tmp_path / "split", resume=True)
-    assert resumed.steps == 8
-    _assert_same(_weights(tmp_path / "full"), _weights(tmp_path / "split"))
-    full_hist = [json.loads(line) for line in (tmp_path / "full" / "history.jsonl").read_text().splitlines()]
-    split_hist = [json.loads(line) for line in (tmp_path / "split" / "history.jsonl").read_text().splitlines()]
-    assert [r["loss"] for r in full_hist] == [r["loss"] for r in split_hist]
+    shutil.copytree(tmp_path / "split", tmp_path / "old")
+    (tmp_path / "old" / "checkpoint" / "train_state.pt").write_bytes(b"corrupt")
+    for run in ("split", "old"):
+        resumed = train(_cfg(max_steps=8), tmp_path / run, resume=True, train_dataset=_TorchNoise())
+        assert resumed.steps == 8
+        _assert_same(_weights(tmp_path / "full"), _weights(tmp_path / run))
+        assert [r["step"] for r in _history(tmp_path / run)] == list(range(1, 9))
+        assert [r["loss"] for r in _history(tmp_path / "full")] == [r["loss"] for r in _history(tmp_path / run)]
+    assert "resuming from" in capsys.readouterr().err
+
+
+def test_resume_from_checkpoint_old_says_so(tmp_path, capsys):
+    train(_cfg(max_steps=2, ckpt_every=1), tmp_path / "r")
+    (tmp_path / "r" / "checkpoint" / "model.safetensors").write_bytes(b"corrupt")
+    assert train(_cfg(max_steps=2), tmp_path / "r", resume=True).steps == 2
+    err = capsys.readouterr().err
+    assert "model.safetensors is unreadable" in err and "checkpoint.old (step 1)" in err
 
 
 def test_run_folder_contents(tmp_path):
@@ -130,8 +172,26 @@ def test_cli_train_and_resume(tmp_path, capsys):
 
 DDP_SCRIPT = r"""
 import sys
+import torch
+import torch.distributed as dist
 from transferdepth.config import load_config
-from transferdepth.train import train
+from transferdepth.train import step as tstep, train
+
+real = tstep.make_optimizer
+
+
+def make(cfg, params):  # records the gradients the optimizer sees at the first step (rank 0)
+    opt = real(cfg, params)
+
+    def save_grads(optimizer, args, kwargs):
+        if not getattr(optimizer, "saved", False) and (not dist.is_initialized() or dist.get_rank() == 0):
+            optimizer.saved = True
+            torch.save([p.grad.clone() for g in optimizer.param_groups for p in g["params"]], sys.argv[1] + ".grads")
+    opt.register_step_pre_hook(save_grads)
+    return opt
+
+
+tstep.make_optimizer = make
 cfg = load_config(overrides=dict(encoder="mobilenetv2", pretrained=False, train_data=sys.argv[2], height=64,
                                  width=64, batch_size=int(sys.argv[3]), max_steps=3, num_workers=0,
                                  tensorboard=False, progress=False, seed=3, batchnorm="frozen", flip_p=0.0))
@@ -139,8 +199,16 @@ train(cfg, sys.argv[1])
 """
 
 
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def test_two_processes_equal_one_process_with_double_batch(tmp_path):
-    """2 gloo processes x batch 2 == 1 process x batch 4, after 3 steps (tolerance 1e-5).
+    """2 gloo processes x batch 2 == 1 process x batch 4: the gradients of the first step (relative error
+    < 1e-4: a gradient scaled by 2 is off by 1.0; Adam's weights alone could not see it) and the weights
+    after 3 steps (tolerance 1e-5).
 
     BatchNorm statistics are per process under DDP on CPU (SyncBatchNorm needs CUDA), so both runs use
     batchnorm=frozen; the procedural target has no holes, so per-process means average to the global mean.
@@ -150,9 +218,12 @@ def test_two_processes_equal_one_process_with_double_batch(tmp_path):
     data = "procedural:n=16&seed=0&height=64&width=64"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     subprocess.run([sys.executable, str(script), str(tmp_path / "one"), data, "4"], check=True, env=env)
-    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
-                    str(script), str(tmp_path / "two"), data, "2"], check=True, env=env,
+    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+                    str(_free_port()), str(script), str(tmp_path / "two"), data, "2"], check=True, env=env,
                    capture_output=True)
+    g1 = torch.cat([g.flatten() for g in torch.load(str(tmp_path / "one") + ".grads")])
+    g2 = torch.cat([g.flatten() for g in torch.load(str(tmp_path / "two") + ".grads")])
+    assert float((g1 - g2).norm() / g1.norm()) < 1e-4
     one, two = _weights(tmp_path / "one"), _weights(tmp_path / "two")
     _assert_same(one, two, atol=1e-5)
     assert json.loads((tmp_path / "two" / "run.json").read_text())["world_size"] == 2

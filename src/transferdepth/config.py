@@ -1,14 +1,16 @@
 """Training configuration: one dataclass, read from YAML, overridden from the command line, validated.
 
 Every field is documented here and in `transferdepth train --help` (flags are generated from the fields).
-Defaults are DenseDepth's recipe: Adam lr 1e-4, betas (0.9, 0.999), flip 0.5, channel swap, 640x480 in,
-320x240 out.
+Defaults equal the `densedepth` recipe (`recipe.PRESETS`): DenseDepth's code (Adam lr 1e-4, AMSGrad, eps 1e-7,
+batch 8, flip 0.5, channel swap, Glorot decoder init, Keras BN momentum), 640x480 in, 320x240 out.
+`load_config` applies the chosen recipe's values first, then the YAML file, then command-line flags.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import os
 import types
 import typing
@@ -18,7 +20,14 @@ from typing import Any
 
 import yaml
 
-from transferdepth.recipe import DENSEDEPTH_SWAP_P
+from transferdepth.recipe import (
+    DEFAULT_PRESET,
+    DENSEDEPTH_SWAP_P,
+    MAX_DEPTH_M,
+    MIN_DEPTH_M,
+    PRESETS,
+    check_depth_range,
+)
 
 
 class ConfigError(ValueError):
@@ -27,6 +36,8 @@ class ConfigError(ValueError):
 
 @dataclass
 class TrainConfig:
+    recipe: str = field(default=DEFAULT_PRESET, metadata={
+        "help": f"preset applied before the YAML file and flags: {', '.join(PRESETS)}"})
     # model
     encoder: str = field(default="densenet169", metadata={"help": "encoder name (see `weights list`) or timm:<name>"})
     decoder_width: float = field(default=0.5, metadata={"help": "decoder channels = width * bottleneck channels"})
@@ -34,6 +45,15 @@ class TrainConfig:
     encoder_weights: str | None = field(default=None, metadata={"help": "ImageNet checkpoint file to use"})
     batchnorm: str = field(default="train", metadata={
         "help": "train: update BN statistics (SyncBatchNorm under DDP on CUDA); frozen: keep ImageNet statistics"})
+    min_depth: float = field(default=MIN_DEPTH_M, metadata={"help": "the model's nearest depth, metres"})
+    max_depth: float = field(default=MAX_DEPTH_M, metadata={"help": "the model's farthest depth, metres"})
+    decoder_act_a: bool = field(default=True, metadata={"help": "LeakyReLU after each decoder convA"})
+    bottleneck_relu: bool | None = field(default=None, metadata={
+        "help": "ReLU on the encoder's last features (none: the encoder's registry default)"})
+    decoder_init: str = field(default="glorot", metadata={"help": "decoder initialisation: torch or glorot"})
+    bn_momentum: float | None = field(default=0.01, metadata={
+        "help": "encoder BatchNorm momentum, torch convention (Keras 0.99 == 0.01; none: torch's 0.1)"})
+    input_norm: str = field(default="imagenet", metadata={"help": "input normalisation: imagenet or none"})
     # data
     train_data: str = field(default="procedural:n=2000&seed=0&height=480&width=640",
                             metadata={"help": "dataset spec of the training set"})
@@ -44,19 +64,26 @@ class TrainConfig:
     width: int = field(default=640, metadata={"help": "input width"})
     flip_p: float = field(default=0.5, metadata={"help": "horizontal flip probability"})
     swap_p: float = field(default=DENSEDEPTH_SWAP_P, metadata={"help": "rate of colour channel swaps"})
+    target_resize: str = field(default="mask_mean", metadata={
+        "help": "half-resolution target: mask_mean or inverse_antialias"})
+    shuffle: str = field(default="epoch", metadata={
+        "help": "epoch: reshuffle every epoch; fixed: one seeded order every epoch (Keras-style)"})
     skip_bad: bool = field(default=False, metadata={"help": "skip unreadable samples (counted, reported)"})
     num_workers: int = field(default=2, metadata={"help": "DataLoader worker processes per training process"})
     # optimisation
-    batch_size: int = field(default=4, metadata={"help": "images per step per process"})
+    batch_size: int = field(default=8, metadata={"help": "images per step per process"})
     epochs: int = field(default=20, metadata={"help": "epochs (ignored when max_steps is set)"})
     max_steps: int | None = field(default=None, metadata={"help": "stop after this many optimizer steps"})
     lr: float = field(default=1e-4, metadata={"help": "Adam learning rate"})
     beta1: float = field(default=0.9, metadata={"help": "Adam beta1"})
     beta2: float = field(default=0.999, metadata={"help": "Adam beta2"})
+    adam_eps: float = field(default=1e-7, metadata={"help": "Adam epsilon"})
+    adam_amsgrad: bool = field(default=True, metadata={"help": "AMSGrad variant of Adam"})
     weight_decay: float = field(default=0.0, metadata={"help": "Adam weight decay"})
     w_depth: float = field(default=0.1, metadata={"help": "weight of the L1 depth term"})
     w_grad: float = field(default=1.0, metadata={"help": "weight of the L1 gradient term"})
     w_ssim: float = field(default=1.0, metadata={"help": "weight of the (1 - SSIM)/2 term"})
+    grad_term: str = field(default="mean", metadata={"help": "gradient loss term: mean or tf (DenseDepth's)"})
     grad_clip: float | None = field(default=None, metadata={"help": "clip the gradient norm to this value"})
     nan_patience: int = field(default=10, metadata={"help": "stop after this many non-finite steps in a row"})
     amp: str = field(default="auto", metadata={
@@ -73,33 +100,63 @@ class TrainConfig:
     progress: bool = field(default=True, metadata={"help": "show a tqdm progress bar"})
 
     def __post_init__(self) -> None:
-        check = [
-            (self.decoder_width > 0, "decoder_width must be > 0"),
-            (self.batchnorm in ("train", "frozen"), "batchnorm must be 'train' or 'frozen'"),
-            (self.height >= 32 and self.width >= 32, "height and width must be >= 32 pixels"),
-            (self.batch_size >= 1, "batch_size must be >= 1"),
-            (self.epochs >= 1, "epochs must be >= 1"),
-            (self.max_steps is None or self.max_steps >= 1, "max_steps must be >= 1"),
-            (self.lr > 0, "lr must be > 0"),
-            (0 <= self.flip_p <= 1 and 0 <= self.swap_p <= 1, "flip_p and swap_p must be in [0, 1]"),
-            (self.amp in ("auto", "bf16", "fp16", "off"), "amp must be auto, bf16, fp16 or off"),
-            (self.nan_patience >= 1, "nan_patience must be >= 1"),
-            (self.num_workers >= 0, "num_workers must be >= 0"),
-            (self.log_every >= 1 and self.ckpt_every >= 1 and self.val_every >= 0,
-             "log_every and ckpt_every must be >= 1, val_every >= 0"),
-            (self.grad_clip is None or self.grad_clip > 0, "grad_clip must be > 0"),
-        ]
-        for ok, message in check:
+        for name in _FLOAT_FIELDS:
+            value = getattr(self, name)
+            if value is not None and not math.isfinite(value):
+                raise ConfigError(f"{name} must be a finite number, got {value}")
+        for ok, message in _checks(self):
             if not ok:
                 raise ConfigError(message)
+        try:
+            check_depth_range(self.min_depth, self.max_depth, "min_depth/max_depth")
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
 
+CHOICES = {"recipe": tuple(PRESETS), "batchnorm": ("train", "frozen"), "amp": ("auto", "bf16", "fp16", "off"),
+           "decoder_init": ("torch", "glorot"), "input_norm": ("imagenet", "none"),
+           "target_resize": ("mask_mean", "inverse_antialias"), "shuffle": ("epoch", "fixed"),
+           "grad_term": ("mean", "tf")}
+
+
+def _checks(c: TrainConfig) -> list[tuple[bool, str]]:
+    """(condition, message) for every range rule of the config (float keys are also checked to be finite)."""
+    odd = [f"{k}={v}" for k, v in (("height", c.height), ("width", c.width)) if v % 2]
+    return [
+        *((getattr(c, k) in v, f"{k} must be one of {', '.join(v)}; got {getattr(c, k)!r}") for k, v in CHOICES.items()),
+        (c.decoder_width > 0, "decoder_width must be > 0"),
+        (c.height >= 32 and c.width >= 32, "height and width must be >= 32 pixels"),
+        (not odd, f"height and width must be even: the network predicts at half resolution and an odd size "
+                  f"({', '.join(odd)}) gives a prediction one pixel larger than its half-resolution target"),
+        (c.batch_size >= 1, "batch_size must be >= 1"),
+        (c.epochs >= 1, "epochs must be >= 1"),
+        (c.max_steps is None or c.max_steps >= 1, "max_steps must be >= 1"),
+        (c.lr > 0, "lr must be > 0"),
+        (0 <= c.beta1 < 1 and 0 <= c.beta2 < 1, "beta1 and beta2 must be in [0, 1)"),
+        (c.adam_eps > 0, "adam_eps must be > 0"),
+        (c.weight_decay >= 0, "weight_decay must be >= 0"),
+        (min(c.w_depth, c.w_grad, c.w_ssim) >= 0 and c.w_depth + c.w_grad + c.w_ssim > 0,
+         "w_depth, w_grad and w_ssim must be >= 0 and not all 0"),
+        (c.bn_momentum is None or 0 < c.bn_momentum <= 1, "bn_momentum must be in (0, 1] (torch convention)"),
+        (0 <= c.flip_p <= 1 and 0 <= c.swap_p <= 1, "flip_p and swap_p must be in [0, 1]"),
+        (c.nan_patience >= 1, "nan_patience must be >= 1"),
+        (c.num_workers >= 0, "num_workers must be >= 0"),
+        (c.seed >= 0, "seed must be >= 0"),
+        (c.log_every >= 1 and c.ckpt_every >= 1 and c.val_every >= 0,
+         "log_every and ckpt_every must be >= 1, val_every >= 0"),
+        (c.val_max_images >= 1, "val_max_images must be >= 1"),
+        (c.grad_clip is None or c.grad_clip > 0, "grad_clip must be > 0"),
+    ]
+
+
 FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
 _HINTS = typing.get_type_hints(TrainConfig)
-ARCHITECTURE_KEYS = ("encoder", "decoder_width")
+# keys that define the network: a resume with another value is refused
+ARCHITECTURE_KEYS = ("encoder", "decoder_width", "min_depth", "max_depth", "decoder_act_a", "bottleneck_relu",
+                     "input_norm")
 
 
 def _base_type(name: str) -> tuple[type, bool]:
@@ -109,6 +166,9 @@ def _base_type(name: str) -> tuple[type, bool]:
     if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
         return next(a for a in args if a is not type(None)), type(None) in args
     return hint, False
+
+
+_FLOAT_FIELDS = tuple(name for name in FIELDS if _base_type(name)[0] is float)
 
 
 def coerce(name: str, value: Any, source: str = "config") -> Any:
@@ -144,22 +204,26 @@ def coerce(name: str, value: Any, source: str = "config") -> Any:
 
 
 def load_config(path: str | os.PathLike | None = None, overrides: dict[str, Any] | None = None) -> TrainConfig:
-    """Defaults, then the YAML file at `path`, then `overrides` (e.g. from the command line)."""
-    values: dict[str, Any] = {}
-    if path is not None:
-        path = Path(path)
-        try:
-            data = yaml.safe_load(path.read_text()) or {}
-        except FileNotFoundError:
-            raise ConfigError(f"config file {path} does not exist") from None
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{path}: not valid YAML ({e})") from None
-        if not isinstance(data, dict):
-            raise ConfigError(f"{path}: expected a mapping of keys to values, got {type(data).__name__}")
-        values.update({k: coerce(k, v, str(path)) for k, v in data.items()})
-    for k, v in (overrides or {}).items():
-        values[k] = coerce(k, v, "command line")
-    return TrainConfig(**values)
+    """The recipe's values (`recipe` from the flags, else the file, else the default), then the YAML file at
+    `path`, then `overrides` (e.g. from the command line)."""
+    from_file = _read_yaml(Path(path)) if path is not None else {}
+    from_flags = {k: coerce(k, v, "command line") for k, v in (overrides or {}).items()}
+    recipe = from_flags.get("recipe", from_file.get("recipe", DEFAULT_PRESET))
+    if recipe not in PRESETS:
+        raise ConfigError(f"recipe must be one of {', '.join(PRESETS)}; got {recipe!r}")
+    return TrainConfig(**{**PRESETS[recipe], **from_file, **from_flags, "recipe": recipe})
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML ({e})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of keys to values, got {type(data).__name__}")
+    return {k: coerce(k, v, str(path)) for k, v in data.items()}
 
 
 def save_config(cfg: TrainConfig, path: str | os.PathLike) -> None:

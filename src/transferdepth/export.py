@@ -69,8 +69,8 @@ def contract(model: DepthNet, wrapper: MetricDepth) -> dict[str, str]:
         "transferdepth.min_depth": str(model.min_depth),
         "transferdepth.max_depth": str(model.max_depth),
         "transferdepth.max_depth_cm": str(model.max_depth_cm),
-        "transferdepth.mean": json.dumps(list(model.spec.mean)),
-        "transferdepth.std": json.dumps(list(model.spec.std)),
+        "transferdepth.mean": json.dumps(model.mean.flatten().tolist()),
+        "transferdepth.std": json.dumps(model.std.flatten().tolist()),
     }
 
 

@@ -13,6 +13,7 @@ import csv
 import dataclasses
 import io
 import json
+import re
 import statistics
 import time
 from pathlib import Path
@@ -68,6 +69,13 @@ def _history(run_dir: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
+def run_folder_name(encoder: str) -> str:
+    """A safe single folder name for an encoder's run: letters, digits, '-', '_' and '.' only, never '.' or '..'
+    (e.g. 'timm:x/../../victim' -> 'timm_x_.._.._victim' is one name inside the study folder)."""
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "_", encoder).strip(".") or "_"
+    return name
+
+
 def compare(encoders: list[str], base: TrainConfig, out_dir: str | Path, test_data: str, *,
             test_split: str | None = None, protocol: str = "eigen", crop: Any = None,
             median_scaling: bool = False, checkpoints: dict[str, str] | None = None, overwrite: bool = False,
@@ -79,6 +87,10 @@ def compare(encoders: list[str], base: TrainConfig, out_dir: str | Path, test_da
     unknown = set(checkpoints) - set(encoders)
     if unknown:
         raise ValueError(f"--checkpoints names encoders not in --encoders: {', '.join(sorted(unknown))}")
+    folders = {name: out / run_folder_name(name) for name in encoders if name not in checkpoints}
+    clash = len(set(folders.values())) < len(folders)
+    if clash or any(f.resolve().parent != out.resolve() for f in folders.values()):
+        raise ValueError(f"--encoders {', '.join(encoders)}: the run folders must be distinct names inside {out}")
     test = open_dataset(test_data, test_split)
     size = (base.height, base.width)
     rows, histories, grid_preds = [], {}, {}
@@ -91,7 +103,7 @@ def compare(encoders: list[str], base: TrainConfig, out_dir: str | Path, test_da
             hist = _history(run_dir)
             seconds = hist[-1]["time_s"] if hist else float("nan")
         else:
-            run_dir = out / name.replace(":", "_")
+            run_dir = folders[name]
             cfg = dataclasses.replace(base, encoder=name)
             result = train(cfg, run_dir, overwrite=overwrite)
             model = load_checkpoint(run_dir / "checkpoint")

@@ -29,14 +29,17 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="run folder (run.json, checkpoint/, tb/, history.jsonl)")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--resume", action="store_true", help="continue the run in --out exactly where it stopped")
-    g.add_argument("--overwrite", action="store_true", help="replace whatever --out holds")
+    g.add_argument("--overwrite", action="store_true",
+                   help="replace the run in --out (kept aside until the new run's first checkpoint is written)")
     add_config_flags(p)
     p.set_defaults(func=_run)
 
 
 def _run(args: argparse.Namespace) -> int:
+    import sys
+
     from transferdepth.config import load_config
-    from transferdepth.train import train
+    from transferdepth.train import CheckpointWriteError, train
 
     cfg = _resolved(args)
     if args.resume and args.config is None:
@@ -46,7 +49,11 @@ def _run(args: argparse.Namespace) -> int:
         saved = Path(args.out) / "config.yaml"
         if saved.exists():
             cfg = load_config(saved, config_overrides(args))
-    result = train(cfg, args.out, resume=args.resume, overwrite=args.overwrite)
+    try:
+        result = train(cfg, args.out, resume=args.resume, overwrite=args.overwrite)
+    except CheckpointWriteError as e:  # not a usage error: exit 1, but one line, not a traceback
+        print(f"transferdepth: error: {e}", file=sys.stderr)
+        return 1
     print(f"trained {result.steps} steps in {result.seconds:.0f} s ({result.skipped_steps} skipped); "
           f"checkpoint: {result.out_dir / 'checkpoint'}")
     if result.metrics:
