@@ -72,11 +72,12 @@ def parse_size(text: str | None, option: str) -> tuple[int, int] | None:
 
 # Errors of the user's input or environment (exit 2, one line). ValueError covers ImageError,
 # CheckpointError, DatasetError, ConfigError. WeightsUnavailable and TrainingDiverged are RuntimeErrors in
-# modules that import torch: matched by class name (within this package) so that importing the CLI
+# modules that import torch (CheckpointWriteError: disk full, the previous checkpoint intact): matched by
+# class name (within this package) so that importing the CLI
 # imports neither.
 USER_ERRORS = (UserError, ValueError, FileNotFoundError, FileExistsError, IsADirectoryError,
                NotADirectoryError, PermissionError)
-USER_ERROR_NAMES = ("WeightsUnavailable", "TrainingDiverged")
+USER_ERROR_NAMES = ("WeightsUnavailable", "TrainingDiverged", "CheckpointWriteError")
 
 
 def is_user_error(e: BaseException) -> bool:

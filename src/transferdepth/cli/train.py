@@ -36,10 +36,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    import sys
 
     from transferdepth.config import load_config
-    from transferdepth.train import CheckpointWriteError, train
+    from transferdepth.train import train
 
     cfg = _resolved(args)
     if args.resume and args.config is None:
@@ -49,11 +48,7 @@ def _run(args: argparse.Namespace) -> int:
         saved = Path(args.out) / "config.yaml"
         if saved.exists():
             cfg = load_config(saved, config_overrides(args))
-    try:
-        result = train(cfg, args.out, resume=args.resume, overwrite=args.overwrite)
-    except CheckpointWriteError as e:  # not a usage error: exit 1, but one line, not a traceback
-        print(f"transferdepth: error: {e}", file=sys.stderr)
-        return 1
+    result = train(cfg, args.out, resume=args.resume, overwrite=args.overwrite)
     print(f"trained {result.steps} steps in {result.seconds:.0f} s ({result.skipped_steps} skipped); "
           f"checkpoint: {result.out_dir / 'checkpoint'}")
     if result.metrics:
