@@ -80,6 +80,8 @@ def main() -> None:
     ap.add_argument("--calibration", default=TRAIN)
     ap.add_argument("--calibration-count", type=int, default=16)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--bad-calibration", action="store_true",
+                    help="also int8 calibrated on one black image (shows the target check can fail)")
     args = ap.parse_args()
     from transferdepth.checkpoint import load_checkpoint
 
@@ -88,16 +90,24 @@ def main() -> None:
         work = Path(args.workdir) / encoder
         model = load_checkpoint(fine_tune(encoder, work, args.steps))
         res = {}
-        for precision in ("fp32", "int8"):
-            path = export_onnx(model, work / f"{precision}.onnx", precision=precision, calibration=args.calibration,
-                               calibration_count=args.calibration_count, calibration_size=SIZE)
+        variants = {"fp32": ("fp32", args.calibration), "int8": ("int8", args.calibration)}
+        if args.bad_calibration:
+            from PIL import Image
+
+            (work / "black").mkdir(parents=True, exist_ok=True)
+            Image.new("RGB", (SIZE[1], SIZE[0])).save(work / "black" / "black.png")
+            variants["int8, one black image"] = ("int8", str(work / "black"))
+        for label, (precision, calib) in variants.items():
+            path = export_onnx(model, work / f"{label.replace(' ', '_').replace(',', '')}.onnx", precision=precision,
+                               calibration=calib, calibration_count=args.calibration_count, calibration_size=SIZE)
             est = DepthEstimator.from_onnx(path, threads=args.threads, input_size=SIZE)
-            res[precision] = {name: score(est, spec, ms) for name, (spec, ms) in SETS.items()}
-        for name in SETS:
-            a, b = res["fp32"][name], res["int8"][name]
-            d1_drop, absrel_up = a["d1"] - b["d1"], b["abs_rel"] - a["abs_rel"]
-            ok = d1_drop <= 0.01 and absrel_up <= 0.005
-            rows.append((encoder, name, a, b, d1_drop, absrel_up, ok))
+            res[label] = {name: score(est, spec, ms) for name, (spec, ms) in SETS.items()}
+        for label in [v for v in variants if v != "fp32"]:
+            for name in SETS:
+                a, b = res["fp32"][name], res[label][name]
+                d1_drop, absrel_up = a["d1"] - b["d1"], b["abs_rel"] - a["abs_rel"]
+                ok = d1_drop <= 0.01 and absrel_up <= 0.005
+                rows.append((f"{encoder} ({label})", name, a, b, d1_drop, absrel_up, ok))
         print(json.dumps({encoder: res}), flush=True)
     print(f"\ncalibration: {args.calibration}, {args.calibration_count} images at {SIZE[0]}x{SIZE[1]}; "
           f"fine-tune {args.steps} steps\n")

@@ -103,7 +103,7 @@ class OnnxEngine:
         return {"engine": self.name, "encoder": self.meta.get("transferdepth.encoder"),
                 "decoder_width": float(self.meta.get("transferdepth.decoder_width", "nan")),
                 "min_depth_m": self.min_depth, "max_depth_m": self.max_depth, "input_size": None,
-                "flip": True, "precision": self.estimator.precision, "weights": self.source,
+                "flip": self.estimator.flip, "precision": self.estimator.precision, "weights": self.source,
                 "device": "cpu (onnxruntime)"}
 
 
