@@ -2,9 +2,11 @@
 
 MobileNetV2 (ImageNet weights from the registry mirror) is fine-tuned briefly on 7-Scenes redkitchen
 frames < 800 at 160x120; its fp32 and int8 ONNX exports are scored by the ONNX engine on every 4th frame
->= 800 (metric depth, full frame). int8 calibrated on training frames must keep delta1 within 0.02 of fp32.
-The same check fails for a deliberately bad calibration (one black image: activation ranges far too
-narrow, so real images saturate), so it can fail.
+>= 800 (metric depth, full frame). int8 calibrated on training frames must keep delta1 within 0.02 of fp32,
+either way: a briefly trained model is far from converged, so a broken int8 graph can move delta1 up as
+well as down (benchmarks/quantization.py, 40 steps: one-black-image calibration moved kitchen delta1 from
+0.104 to 0.172, a +0.068 change, while abs rel rose 0.009). The same check fails for that deliberately bad
+calibration (activation ranges far too narrow, so real images saturate), so it can fail.
 """
 
 from __future__ import annotations
@@ -68,5 +70,5 @@ def test_int8_keeps_accuracy_and_a_bad_calibration_fails_the_check(tuned, tmp_pa
     summary = json.dumps({"fp32": fp32, "int8": good, "int8 calibrated on one black image": bad})
     print("\nint8 accuracy:", summary)
     assert fp32["d1"] > 0.5, summary  # a model worth quantising
-    assert fp32["d1"] - good["d1"] <= MAX_D1_DROP, summary
-    assert fp32["d1"] - bad["d1"] > MAX_D1_DROP, summary  # the check above can fail
+    assert abs(fp32["d1"] - good["d1"]) <= MAX_D1_DROP, summary
+    assert abs(fp32["d1"] - bad["d1"]) > MAX_D1_DROP, summary  # the check above can fail
