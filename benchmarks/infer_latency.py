@@ -1,11 +1,16 @@
-"""Inference latency: PyTorch eager vs onnxruntime (CPU) for the exported graph, per encoder.
+"""Inference latency on the CPU: PyTorch eager fp32, PyTorch bf16 autocast, onnxruntime fp32 and int8.
 
-    python benchmarks/infer_latency.py [--encoders a,b] [--size 480x640] [--repeats 5] [--threads N]
+    python benchmarks/infer_latency.py [--encoders a,b] [--size 480x640] [--repeats 5] [--threads 2]
+        [--ort-levels basic,extended,all] [--int8-encoders mobilenetv2,efficientnet_lite0]
 
-Both run the same thing: `transferdepth.export.MetricDepth` (RGB in [0,1] -> metres at the input size, no
-flip), batch 1, fp32, random weights (latency does not depend on them). onnxruntime uses
-ORT_ENABLE_ALL graph optimisations. Median of --repeats after --warmup runs. Prints the machine's load
-(other work on the CPU slows both) and a Markdown table with the eager/ORT ratio.
+Every column runs the same thing, `transferdepth.export.MetricDepth` (RGB in [0,1] -> metres at the input
+size, no flip), batch 1, random weights (latency does not depend on them), all in one process one after the
+other so ratios are fair: eager = PyTorch fp32; bf16 = `infer(..., amp=torch.bfloat16)` (CPU autocast; only
+where the CPU has AVX-512 BF16 or AMX); ORT fp32 = the fp32 export under each --ort-levels graph optimisation
+level (the last one is the engine's, ORT_ENABLE_ALL); ORT int8 = the `--precision int8` export (QDQ,
+per-channel weights; calibrated on 4 procedural rooms, enough for timing). Median of --repeats after
+--warmup runs. Prints the CPU flags that matter, the load average (other work on the CPU slows every
+column) and a Markdown table with speed-ups over eager.
 """
 
 from __future__ import annotations
@@ -23,7 +28,32 @@ import torch
 
 from transferdepth.build import build_model
 from transferdepth.export import MetricDepth, export_onnx
+from transferdepth.inference import infer
 from transferdepth.models import available_encoders
+
+FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
+
+
+def cpu_flags() -> set[str]:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def median_ms(fn: Callable[[], object], warmup: int, repeats: int) -> float:
@@ -42,37 +72,63 @@ def main() -> None:
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--encoders", default=",".join(available_encoders()))
+    ap.add_argument("--int8-encoders", default="all", help="encoders to time int8 for (all or a list)")
     ap.add_argument("--width", type=float, default=0.5, help="decoder width")
     ap.add_argument("--size", default="480x640", help="HxW")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--warmup", type=int, default=2)
-    ap.add_argument("--threads", type=int, default=torch.get_num_threads())
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--ort-levels", default="extended,all", help="graph optimisation levels to time (fp32)")
     args = ap.parse_args()
     h, w = (int(v) for v in args.size.lower().split("x"))
     torch.set_num_threads(args.threads)
-    load = ", ".join(f"{v:.2f}" for v in os.getloadavg())
-    print(f"torch {torch.__version__}, onnxruntime {ort.__version__}, {platform.processor() or platform.machine()}, "
-          f"{os.cpu_count()} cores, {args.threads} threads; load average (1/5/15 min) at start: {load}; "
+    flags = cpu_flags()
+    bf16 = bool(flags & {"avx512_bf16", "amx_bf16"})
+    levels = {"basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+              "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+              "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL}
+    ort_levels = args.ort_levels.split(",")
+    int8_for = available_encoders() if args.int8_encoders == "all" else args.int8_encoders.split(",")
+    print(f"{cpu_name()}; CPU flags: " + ", ".join(f"{f} {'yes' if f in flags else 'no'}" for f in FLAGS))
+    print(f"torch {torch.__version__}, onnxruntime {ort.__version__}, {os.cpu_count()} cores, {args.threads} threads; "
+          f"load average (1/5/15 min) at start: {', '.join(f'{v:.2f}' for v in os.getloadavg())}; "
           f"{h}x{w}, batch 1, median of {args.repeats} after {args.warmup} warm-up\n")
-    print("| encoder | PyTorch eager ms | onnxruntime ms | eager / ORT |")
-    print("|---|---|---|---|")
+    cols = ["eager fp32"] + (["torch bf16 autocast"] if bf16 else []) + [f"ORT fp32 ({lv})" for lv in ort_levels] \
+        + ["ORT int8"]
+    print("| encoder | " + " | ".join(f"{c} ms" for c in cols) + " | " + " | ".join(f"{c} speed-up" for c in cols[1:]) + " |")
+    print("|---" * (2 * len(cols)) + "|")
     x = torch.rand(1, 3, h, w, generator=torch.Generator().manual_seed(0))
+    feed = {"rgb": x.numpy()}
+
+    def session(path: Path, level: str) -> ort.InferenceSession:
+        so = ort.SessionOptions()
+        so.graph_optimization_level = levels[level]
+        so.intra_op_num_threads = args.threads
+        so.inter_op_num_threads = 1
+        return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.encoders.split(","):
             torch.manual_seed(0)
             model = build_model(name, decoder_width=args.width, pretrained=False).eval()
             wrapper = MetricDepth(model).eval()
-            path = export_onnx(model, Path(tmp) / f"{name.replace(':', '_')}.onnx")
-            so = ort.SessionOptions()
-            so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-            so.intra_op_num_threads = args.threads
-            sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
-            feed = {"rgb": x.numpy()}
+            ms: dict[str, float] = {}
             with torch.no_grad():
-                eager = median_ms(lambda: wrapper(x), args.warmup, args.repeats)  # noqa: B023
-            onnx_ms = median_ms(lambda: sess.run(None, feed), args.warmup, args.repeats)  # noqa: B023
-            print(f"| {name} | {eager:.0f} | {onnx_ms:.0f} | {eager / onnx_ms:.2f} |", flush=True)
-            path.unlink()
+                ms["eager fp32"] = median_ms(lambda: wrapper(x), args.warmup, args.repeats)  # noqa: B023
+                if bf16:
+                    ms["torch bf16 autocast"] = median_ms(
+                        lambda: infer(model, x, flip=False, amp=torch.bfloat16), args.warmup, args.repeats)  # noqa: B023
+            path = export_onnx(model, Path(tmp) / "fp32.onnx")
+            for lv in ort_levels:
+                sess = session(path, lv)
+                ms[f"ORT fp32 ({lv})"] = median_ms(lambda: sess.run(None, feed), args.warmup, args.repeats)  # noqa: B023
+            if name in int8_for:
+                q = export_onnx(model, Path(tmp) / "int8.onnx", precision="int8", calibration_count=4)
+                sess = session(q, "all")
+                ms["ORT int8"] = median_ms(lambda: sess.run(None, feed), args.warmup, args.repeats)  # noqa: B023
+            cells = [f"{ms[c]:.0f}" if c in ms else "-" for c in cols]
+            ups = [f"{ms['eager fp32'] / ms[c]:.2f}x" if c in ms else "-" for c in cols[1:]]
+            print(f"| {name} | " + " | ".join(cells + ups) + " |", flush=True)
     print(f"\nload average (1/5/15 min) at end: {', '.join(f'{v:.2f}' for v in os.getloadavg())}")
 
 

@@ -2,6 +2,7 @@
 
     est = DepthEstimator.from_pretrained("runs/nyu/best")     # a checkpoint directory
     depth = est.predict("room.jpg")                            # HxW float32 metres, the image's own size
+    est = DepthEstimator.from_onnx("model.onnx")               # the same, on onnxruntime (an export)
 
 Images are read as 8-bit RGB: EXIF orientation applied (files), greyscale / alpha / palette converted,
 16-bit and 32-bit single-channel images scaled by their own maximum to 8 bit. Every problem with an input
@@ -90,6 +91,16 @@ class DepthEstimator:
         """Load a checkpoint directory (or its model.safetensors); raises CheckpointError if unusable."""
         return cls(load_checkpoint(path), device=device, **kwargs)
 
+    @classmethod
+    def from_onnx(cls, path: str | os.PathLike, flip: bool | None = None, threads: int | None = None,
+                  providers: Sequence[str] | None = None, **kwargs: Any) -> OnnxDepthEstimator:
+        """The ONNX engine: a .onnx file written by `transferdepth export` (any precision), or a checkpoint
+        directory (exported to a temporary fp32 file), run by onnxruntime behind the same predict,
+        predict_batch and predict_rgb. flip: None = True, or the graph's own averaging for a `--flip`
+        export (never flipped twice). threads: onnxruntime intra-op threads (None: its default).
+        Raises ValueError (one line) for a file that is not one of our exports or a missing onnxruntime."""
+        return OnnxDepthEstimator(path, flip=flip, threads=threads, providers=providers, **kwargs)
+
     def save_pretrained(self, directory: str | os.PathLike, meta: dict[str, Any] | None = None) -> Path:
         """Write `model.safetensors` + `config.json` into `directory`; `from_pretrained` reads it back."""
         return save_checkpoint(self.model, directory, meta)
@@ -131,3 +142,90 @@ class DepthEstimator:
         depth = infer(self.model, x, flip=self.flip, input_size=self.network_size(*x.shape[-2:]),
                       min_depth=self.min_depth, max_depth=self.max_depth)
         return list(depth[:, 0].float().cpu().numpy())
+
+
+class OnnxDepthEstimator(DepthEstimator):
+    """`DepthEstimator` on onnxruntime: the graph of `transferdepth.export.export_onnx` (RGB [0,1] ->
+    metres at the input's size, clamped) replaces `infer`; image reading, sizes and batching are
+    DepthEstimator's. Without resizing (image within max_side, no input_size) it equals the torch engine
+    within 1e-4 m for fp32 exports. When the network sees another size, the graph returns depth at that
+    size and it is resized once more to the image's (the torch engine resizes once): close, not equal.
+    Flip averaging: inside the graph for a `--flip` export (metadata `transferdepth.flip`), else the
+    mirrored image's run, mirrored back and averaged in metres (as `infer`). Use `from_onnx`.
+    """
+
+    def __init__(self, source: str | os.PathLike, flip: bool | None = None, threads: int | None = None,
+                 providers: Sequence[str] | None = None, max_pixels: int | None = DEFAULT_MAX_PIXELS,
+                 input_size: tuple[int, int] | None = None, max_side: int | None = DEFAULT_MAX_SIDE):
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            raise ValueError("the onnx engine needs onnxruntime: pip install 'transferdepth[export]'") from None
+        import tempfile
+
+        from transferdepth.export import INPUT_NAME, export_onnx
+
+        self.source = str(source)
+        opts = ort.SessionOptions()
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if threads:
+            opts.intra_op_num_threads = threads
+        providers = list(providers or ["CPUExecutionProvider"])
+        if Path(source).is_dir():
+            with tempfile.TemporaryDirectory(prefix="transferdepth-onnx-") as tmp:
+                path = export_onnx(load_checkpoint(source), Path(tmp) / "model.onnx")
+                self.session = ort.InferenceSession(str(path), opts, providers=providers)
+        else:
+            if not Path(source).is_file():
+                raise ValueError(f"{source}: no such ONNX file or checkpoint directory")
+            try:
+                self.session = ort.InferenceSession(str(source), opts, providers=providers)
+            except Exception as e:  # onnxruntime's own exception types (InvalidProtobuf, Fail, ...)
+                raise ValueError(f"{source}: not an ONNX model onnxruntime can load "
+                                 f"({str(e).splitlines()[0][:200]})") from None
+        meta = self.session.get_modelmeta().custom_metadata_map
+        if "transferdepth.max_depth" not in meta or [i.name for i in self.session.get_inputs()] != [INPUT_NAME]:
+            raise ValueError(f"{source}: not an ONNX file written by `transferdepth export` "
+                             "(no transferdepth metadata)")
+        self.meta, self.input_name = meta, INPUT_NAME
+        self.graph_flip = meta.get("transferdepth.flip") == "true"
+        self.precision = meta.get("transferdepth.precision", "fp32")
+        if flip is False and self.graph_flip:
+            raise ValueError(f"{source}: exported with --flip (averaging inside the graph); it cannot run "
+                             "without flip averaging: export it again without --flip")
+        super().__init__(_NoModel(meta), torch.device("cpu"), flip=True if flip is None else flip,
+                         max_pixels=max_pixels, input_size=input_size, max_side=max_side)
+
+    def save_pretrained(self, directory: str | os.PathLike, meta: dict[str, Any] | None = None) -> Path:
+        raise ValueError(f"{self.source}: an ONNX engine has no checkpoint to save (use the checkpoint it "
+                         "was exported from)")
+
+    def _run(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.from_numpy(self.session.run(None, {self.input_name: x.numpy()})[0])
+
+    def predict_rgb(self, rgbs: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """Same-size uint8 HxWx3 RGB arrays as one batch -> HxW float32 metres each."""
+        import torch.nn.functional as F
+
+        x = rgb_to_tensor(rgbs)
+        h, w = x.shape[-2:]
+        size = self.network_size(h, w)
+        if tuple(size) != (h, w):  # as infer: bilinear, antialiased
+            x = F.interpolate(x, size=tuple(size), mode="bilinear", align_corners=False, antialias=True)
+        depth = self._run(x)
+        if self.flip and not self.graph_flip:
+            depth = 0.5 * (depth + torch.flip(self._run(torch.flip(x, dims=[-1]).contiguous()), dims=[-1]))
+        if tuple(depth.shape[-2:]) != (h, w):
+            depth = F.interpolate(depth, size=(h, w), mode="bilinear", align_corners=False)
+        return list(depth.clamp(self.min_depth, self.max_depth)[:, 0].float().numpy())
+
+
+class _NoModel(torch.nn.Module):
+    """Stands in for the DepthNet an ONNX engine does not have: the exported graph's description."""
+
+    def __init__(self, meta: dict[str, str]):
+        super().__init__()
+        self.encoder_name = meta.get("transferdepth.encoder", "?")
+        self.decoder_width = float(meta.get("transferdepth.decoder_width", "nan"))
+        self.min_depth = float(meta["transferdepth.min_depth"])
+        self.max_depth = float(meta["transferdepth.max_depth"])

@@ -2,8 +2,15 @@
 
 The exported graph is `MetricDepth`: (N,3,H,W) float32 RGB in [0,1] -> (N,1,H,W) float32 depth in metres
 at the input's size, clamped to the model's depth range (metres). Normalisation, padding to a multiple of 32, DepthNorm
-inversion and upsampling are inside; flip averaging is not (run it twice and average if wanted).
-The contract is stored in the ONNX metadata_props / the TorchScript archive's `transferdepth.json`.
+inversion and upsampling are inside; flip averaging is inside only with `flip=True` (the graph runs the
+image and its mirror as one batch of 2N and averages, as `DepthEstimator`'s default), else not.
+The contract is stored in the ONNX metadata_props / the TorchScript archive's `transferdepth.json`
+(`transferdepth.flip`, `transferdepth.precision`, and for int8 the calibration set, method and sizes).
+
+ONNX precisions: fp32; fp16 (weights and activations float16 for GPU execution providers, inputs and
+outputs stay float32 metres: onnxruntime's float16 converter with keep_io_types); int8 (onnxruntime static
+quantisation, QDQ format, per-channel int8 weights, int8 activations calibrated on a few images: a dataset
+spec, an image folder, or by default a fixed set of procedural rooms; `quantize_onnx`).
 
 A wrong input: the TorchScript archive checks shape and dtype first (`CheckedInput`; the error's last line
 is ours). ONNX declares the input float32 (batch,3,height,width), and onnxruntime refuses anything else
@@ -28,6 +35,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -41,29 +49,40 @@ INPUT_NAME, OUTPUT_NAME = "rgb", "depth_m"
 EXAMPLE_SIZE = (96, 128)  # (H, W) of the tracing input; any size works afterwards
 
 
-class MetricDepth(nn.Module):
-    """(N,3,H,W) RGB in [0,1] -> (N,1,H,W) metres: `transferdepth.inference.infer(model, rgb, flip=False)`."""
+PRECISIONS = ("fp32", "fp16", "int8")
+DEFAULT_CALIBRATION = "procedural:n=16&seed=1234&height=240&width=320"
+DEFAULT_CALIBRATION_SIZE = (240, 320)  # (H, W) calibration images are resized to
 
-    def __init__(self, model: DepthNet, min_depth: float | None = None, max_depth: float | None = None):
+
+class MetricDepth(nn.Module):
+    """(N,3,H,W) RGB in [0,1] -> (N,1,H,W) metres: `transferdepth.inference.infer(model, rgb, flip=flip)`."""
+
+    def __init__(self, model: DepthNet, min_depth: float | None = None, max_depth: float | None = None,
+                 flip: bool = False):
         super().__init__()
         self.model = model.eval()
         self.min_depth = model.min_depth if min_depth is None else min_depth
         self.max_depth = model.max_depth if max_depth is None else max_depth
+        self.flip = flip
 
     def forward(self, rgb: torch.Tensor) -> torch.Tensor:
-        return infer(self.model, rgb, flip=False, min_depth=self.min_depth, max_depth=self.max_depth)
+        return infer(self.model, rgb, flip=self.flip, min_depth=self.min_depth, max_depth=self.max_depth)
 
 
-def contract(model: DepthNet, wrapper: MetricDepth) -> dict[str, str]:
+def contract(model: DepthNet, wrapper: MetricDepth, precision: str = "fp32") -> dict[str, str]:
     """What the exported graph expects and returns, as string key/values (ONNX metadata_props)."""
     from transferdepth import __version__
 
+    flip = ("averaged with the mirrored image's prediction inside the graph" if wrapper.flip
+            else "no flip averaging")
     return {
         "transferdepth.version": __version__,
         "transferdepth.input": f"{INPUT_NAME}: float32 (N,3,H,W), RGB (not BGR) in [0,1], any H and W; "
                                "normalisation is inside the graph",
         "transferdepth.output": f"{OUTPUT_NAME}: float32 (N,1,H,W), depth in metres at the input's size, "
-                                f"clamped to [{wrapper.min_depth}, {wrapper.max_depth}]; no flip averaging",
+                                f"clamped to [{wrapper.min_depth}, {wrapper.max_depth}]; {flip}",
+        "transferdepth.flip": "true" if wrapper.flip else "false",
+        "transferdepth.precision": precision,
         "transferdepth.encoder": model.encoder_name,
         "transferdepth.decoder_width": str(model.decoder_width),
         "transferdepth.min_depth": str(model.min_depth),
@@ -87,11 +106,48 @@ def _quiet() -> Iterator[None]:
         yield
 
 
-def export_onnx(model: DepthNet, path: str | os.PathLike, opset: int = 17) -> Path:
-    """Write `model` as an ONNX file (MetricDepth contract, dynamic N/H/W, metadata_props); atomic."""
+def export_onnx(model: DepthNet, path: str | os.PathLike, opset: int = 17, *, flip: bool = False,
+                precision: str = "fp32", calibration: str | None = None, calibration_count: int = 16,
+                calibration_size: tuple[int, int] = DEFAULT_CALIBRATION_SIZE) -> Path:
+    """Write `model` as an ONNX file (MetricDepth contract, dynamic N/H/W, metadata_props); atomic.
+
+    flip: flip averaging inside the graph. precision: "fp32", "fp16" (float32 inputs/outputs) or "int8"
+    (static QDQ quantisation calibrated on `calibration`, see `quantize_onnx`; `calibration_count` images
+    resized to `calibration_size` (H, W)). Bad precision / calibration raise `ExportError` (one line)."""
+    if precision not in PRECISIONS:
+        raise ExportError(f"--precision {precision}: choose one of {', '.join(PRECISIONS)}")
     import onnx
 
-    wrapper = MetricDepth(model.cpu()).eval()
+    calib = None
+    if precision == "int8":  # check the tools and the calibration set before the export
+        _quantization_tools()
+        calib = calibration_batches(calibration or DEFAULT_CALIBRATION, calibration_count, calibration_size)
+    wrapper = MetricDepth(model.cpu(), flip=flip).eval()
+    proto = _trace_onnx(wrapper, opset)
+    meta = contract(model, wrapper, precision)
+    if precision == "fp16":
+        proto = _to_fp16(proto)
+    elif precision == "int8":
+        proto, qmeta = quantize_onnx(proto, calib)
+        meta |= qmeta | {"transferdepth.calibration": calibration or DEFAULT_CALIBRATION,
+                         "transferdepth.calibration_size": f"{len(calib)} images at "
+                                                           f"{calibration_size[0]}x{calibration_size[1]} (HxW)"}
+    del proto.metadata_props[:]
+    onnx.helper.set_model_props(proto, meta)
+    onnx.checker.check_model(proto)
+    path = Path(path)
+    with atomic_write(path) as tmp:
+        onnx.save(proto, str(tmp))
+    return path
+
+
+class ExportError(ValueError):
+    """A bad export request (precision, calibration set, missing tools); the message is one line."""
+
+
+def _trace_onnx(wrapper: MetricDepth, opset: int) -> Any:
+    import onnx
+
     buf = io.BytesIO()
     with _quiet(), torch.no_grad():
         torch.onnx.export(
@@ -101,12 +157,128 @@ def export_onnx(model: DepthNet, path: str | os.PathLike, opset: int = 17) -> Pa
                           OUTPUT_NAME: {0: "batch", 2: "height", 3: "width"}})
     proto = onnx.load_from_string(buf.getvalue())
     _fix_shapes(proto)
-    onnx.helper.set_model_props(proto, contract(model, wrapper))
-    onnx.checker.check_model(proto)
-    path = Path(path)
-    with atomic_write(path) as tmp:
-        onnx.save(proto, str(tmp))
-    return path
+    return proto
+
+
+def _to_fp16(proto: Any) -> Any:
+    """float16 weights and activations, float32 input and output (onnxruntime's converter, keep_io_types).
+    Resize keeps float32 (its scales input must stay float32)."""
+    try:
+        from onnxruntime.transformers.float16 import convert_float_to_float16
+    except ImportError:
+        raise ExportError("--precision fp16 needs onnxruntime's float16 converter "
+                          "(onnxruntime.transformers): pip install 'transferdepth[export]'") from None
+    with _quiet():
+        proto = convert_float_to_float16(proto, keep_io_types=True, op_block_list=["Resize"])
+    _toposort(proto.graph)  # the converter appends the input casts at the end of the node list
+    return proto
+
+
+def _toposort(graph: Any) -> None:
+    """Reorder `graph.node` so every node comes after the producers of its inputs (stable otherwise)."""
+    known = {i.name for i in graph.input} | {t.name for t in graph.initializer} | {""}
+    pending, ordered = list(graph.node), []
+    while pending:
+        ready = [n for n in pending if all(i in known for i in n.input)]
+        if not ready:
+            raise RuntimeError("ONNX graph has a cycle or a missing input")
+        for n in ready:
+            known.update(n.output)
+        ordered += ready
+        pending = [n for n in pending if all(n is not r for r in ready)]
+    copies = [type(n)() for n in ordered]
+    for c, n in zip(copies, ordered):
+        c.CopyFrom(n)
+    del graph.node[:]
+    graph.node.extend(copies)
+
+
+def _quantization_tools() -> Any:
+    try:
+        import onnxruntime.quantization as q
+    except ImportError:
+        raise ExportError("--precision int8 needs onnxruntime's quantisation tools (onnxruntime.quantization): "
+                          "pip install 'transferdepth[export]'") from None
+    return q
+
+
+def calibration_batches(spec: str, count: int = 16, size: tuple[int, int] = DEFAULT_CALIBRATION_SIZE
+                        ) -> list[np.ndarray]:
+    """Up to `count` calibration inputs, each (1,3,H,W) float32 RGB in [0,1] at `size` (H, W), from a dataset
+    spec (`transferdepth.data.open_dataset`) or a folder of images (evenly spaced over the set).
+    An empty set or one that fails to open raises ExportError naming the spec."""
+    from PIL import Image
+
+    from transferdepth.data import open_dataset
+    from transferdepth.imageio import load_image
+    from transferdepth.predict import IMAGE_EXTENSIONS
+
+    if count < 1:
+        raise ExportError(f"--calibration-count must be at least 1, got {count}")
+    rgbs: list[np.ndarray] = []
+    try:
+        if Path(spec).is_dir():
+            files = sorted(f for f in Path(spec).iterdir() if f.suffix.lower() in IMAGE_EXTENSIONS)
+            pick = [files[i] for i in _spread(len(files), count)]
+            rgbs = [load_image(f) for f in pick]
+        else:
+            data = open_dataset(spec)
+            rgbs = [data[i]["rgb"] for i in _spread(len(data), count)]
+    except (ValueError, OSError) as e:  # DatasetError, ImageError are ValueErrors
+        raise ExportError(f"--calibration {spec}: cannot open it ({str(e).splitlines()[0]})") from None
+    if not rgbs:
+        raise ExportError(f"--calibration {spec}: no images to calibrate on (an empty set)")
+    h, w = size
+    out = []
+    for rgb in rgbs:
+        im = Image.fromarray(rgb)
+        if im.size != (w, h):
+            im = im.resize((w, h), Image.BILINEAR)
+        out.append(np.ascontiguousarray(np.asarray(im).transpose(2, 0, 1)[None], dtype=np.float32) / 255.0)
+    return out
+
+
+def _spread(n: int, count: int) -> list[int]:
+    """`count` indices spread evenly over range(n) (all of them when n <= count)."""
+    if n <= count:
+        return list(range(n))
+    return sorted({int(i * n / count) for i in range(count)})
+
+
+QUANT_METHOD = "onnxruntime quantize_static: QDQ, int8 activations (per tensor, MinMax), int8 weights per channel"
+
+
+def quantize_onnx(proto: Any, batches: list[np.ndarray]) -> tuple[Any, dict[str, str]]:
+    """A float32 graph -> its int8 QDQ graph (per-channel int8 weights, int8 activations calibrated with
+    MinMax on `batches` of (1,3,H,W) float32 RGB in [0,1]), and metadata describing the method."""
+    import tempfile
+
+    import onnx
+
+    q = _quantization_tools()
+
+    class Reader(q.CalibrationDataReader):
+        def __init__(self) -> None:
+            self.it = iter(batches)
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            x = next(self.it, None)
+            return None if x is None else {INPUT_NAME: x}
+
+    with tempfile.TemporaryDirectory(prefix="transferdepth-int8-") as tmp:
+        src, pre, dst = (Path(tmp) / n for n in ("fp32.onnx", "pre.onnx", "int8.onnx"))
+        onnx.save(proto, str(src))
+        with _quiet():
+            try:
+                q.quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
+            except Exception:  # pre-processing is an optimisation; quantise the plain graph if it fails
+                pre = src
+            q.quantize_static(str(pre), str(dst), Reader(), quant_format=q.QuantFormat.QDQ, per_channel=True,
+                              activation_type=q.QuantType.QInt8, weight_type=q.QuantType.QInt8,
+                              calibrate_method=q.CalibrationMethod.MinMax,
+                              extra_options={"ActivationSymmetric": False, "WeightSymmetric": True})
+        out = onnx.load(str(dst))
+    return out, {"transferdepth.quantization": QUANT_METHOD}
 
 
 def _fix_shapes(proto: Any) -> None:
@@ -143,9 +315,9 @@ class CheckedInput(nn.Module):
         return self.traced(rgb)
 
 
-def export_torchscript(model: DepthNet, path: str | os.PathLike) -> Path:
+def export_torchscript(model: DepthNet, path: str | os.PathLike, flip: bool = False) -> Path:
     """Write `model` as a TorchScript archive (MetricDepth contract, dynamic size, input checked); atomic."""
-    wrapper = MetricDepth(model.cpu()).eval()
+    wrapper = MetricDepth(model.cpu(), flip=flip).eval()
     with _quiet(), torch.no_grad():
         traced = torch.jit.trace(wrapper, (_example(),), check_trace=False)
         traced = torch.jit.script(CheckedInput(traced))
@@ -156,9 +328,15 @@ def export_torchscript(model: DepthNet, path: str | os.PathLike) -> Path:
     return path
 
 
-def export_checkpoint(checkpoint: str | os.PathLike, fmt: str, out: str | os.PathLike) -> Path:
-    """Load a checkpoint directory and export it as `fmt` ("onnx" or "torchscript") to the file `out`."""
+def export_checkpoint(checkpoint: str | os.PathLike, fmt: str, out: str | os.PathLike, *, flip: bool = False,
+                      precision: str = "fp32", **calibration: Any) -> Path:
+    """Load a checkpoint directory and export it as `fmt` ("onnx" or "torchscript") to the file `out`;
+    flip, precision and calibration options as `export_onnx` (TorchScript: fp32 only)."""
     if fmt not in FORMATS:
         raise ValueError(f"export format '{fmt}': choose one of {', '.join(FORMATS)}")
+    if fmt == "torchscript" and precision != "fp32":
+        raise ExportError(f"--precision {precision}: only for --format onnx (TorchScript is exported as fp32)")
     model = load_checkpoint(checkpoint)
-    return (export_onnx if fmt == "onnx" else export_torchscript)(model, out)
+    if fmt == "onnx":
+        return export_onnx(model, out, flip=flip, precision=precision, **calibration)
+    return export_torchscript(model, out, flip=flip)

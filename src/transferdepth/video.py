@@ -16,7 +16,7 @@ odd are padded by one replicated column / row for H.264's 4:2:0 chroma. Rotation
 videos is not applied (frames are used as stored).
 
 Any object with `predict_rgb(list of uint8 HxWx3) -> list of HxW float32 metres` can predict (a
-`DepthEstimator`, or an ONNX runtime wrapper with that method).
+`DepthEstimator`, or the ONNX engine `DepthEstimator.from_onnx`, as `predict --engine onnx` passes).
 """
 
 from __future__ import annotations

@@ -1,6 +1,8 @@
-"""`transferdepth export --checkpoint DIR --format onnx|torchscript --out FILE`.
+"""`transferdepth export --checkpoint DIR --format onnx|torchscript --out FILE [--precision fp32|fp16|int8] [--flip]`.
 
 The exported graph takes (N,3,H,W) float32 RGB in [0,1] of any size and returns (N,1,H,W) depth in metres.
+int8: onnxruntime static quantisation (QDQ, per-channel weights) calibrated on --calibration (a dataset
+spec or an image folder; default: a fixed set of procedural rooms), recorded in the model's metadata.
 """
 
 from __future__ import annotations
@@ -19,12 +21,30 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--checkpoint", required=True, help="checkpoint directory (model.safetensors + config.json)")
     p.add_argument("--format", required=True, choices=("onnx", "torchscript"), dest="fmt")
     p.add_argument("--out", required=True, help="output file, e.g. model.onnx or model.pt")
+    p.add_argument("--precision", choices=("fp32", "fp16", "int8"), default="fp32",
+                   help="ONNX: fp32 (default), fp16 (for GPU execution providers; input and output stay "
+                        "float32 metres) or int8 (static QDQ quantisation, calibrated; fast on CPUs)")
+    p.add_argument("--flip", action="store_true",
+                   help="flip averaging inside the graph (image and mirror as one batch), as predict's default")
+    p.add_argument("--calibration", default=None, metavar="SPEC|FOLDER",
+                   help="int8: calibration images, a dataset spec (e.g. rgbd:7scenes-redkitchen?index=0:800) "
+                        "or an image folder (default: 16 fixed procedural rooms)")
+    p.add_argument("--calibration-count", type=int, default=16, metavar="N",
+                   help="int8: at most N calibration images, spread over the set (default 16)")
+    p.add_argument("--calibration-size", default="240x320", metavar="HEIGHTxWIDTH",
+                   help="int8: calibration images are resized to this (default 240x320)")
     p.set_defaults(func=_run)
 
 
 def _run(args: argparse.Namespace) -> int:
-    from transferdepth.cli import UserError
-    from transferdepth.export import export_checkpoint
+    from transferdepth.cli import UserError, parse_size
+    from transferdepth.export import ExportError, export_checkpoint
+
+    if args.precision != "int8" and args.calibration is not None:
+        raise UserError("--calibration: only for --precision int8")
+    if args.precision != "fp32" and args.fmt != "onnx":
+        raise UserError(f"--precision {args.precision}: only for --format onnx (TorchScript is fp32)")
+    calib_size = parse_size(args.calibration_size, "--calibration-size")
 
     out = Path(args.out)
     if args.out.endswith(("/", os.sep)) or out.is_dir():
@@ -36,6 +56,12 @@ def _run(args: argparse.Namespace) -> int:
             pass
     except OSError as e:
         raise UserError(f"{out}: cannot write ({e.strerror or e})") from None
-    path = export_checkpoint(args.checkpoint, args.fmt, out)
-    print(f"wrote {path}: input rgb float32 (N,3,H,W) RGB in [0,1] -> output depth_m float32 (N,1,H,W) metres")
+    calib = ({"calibration": args.calibration, "calibration_count": args.calibration_count,
+              "calibration_size": calib_size} if args.precision == "int8" else {})
+    try:
+        path = export_checkpoint(args.checkpoint, args.fmt, out, flip=args.flip, precision=args.precision, **calib)
+    except ExportError as e:
+        raise UserError(str(e)) from None
+    print(f"wrote {path} ({args.precision}{', flip averaging inside' if args.flip else ''}): input rgb float32 "
+          "(N,3,H,W) RGB in [0,1] -> output depth_m float32 (N,1,H,W) metres")
     return 0

@@ -19,15 +19,20 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("predict", help=COMMANDS["predict"],
                        description=__doc__.splitlines()[0])
     p.add_argument("paths", nargs="+", metavar="PATH", help="image or video files, folders of them, or globs")
-    p.add_argument("--checkpoint", required=True, help="checkpoint directory (model.safetensors + config.json)")
+    p.add_argument("--checkpoint", required=True, help="checkpoint directory (model.safetensors + config.json); "
+                   "with --engine onnx also a .onnx file from `transferdepth export`")
+    p.add_argument("--engine", choices=("torch", "onnx"), default="torch",
+                   help="torch (PyTorch, default) or onnx (onnxruntime on CPU; a checkpoint directory is "
+                        "exported at start)")
     p.add_argument("--out", required=True, help="output folder (created)")
     p.add_argument("--format", action="append", default=None, dest="formats", metavar="FMT",
                    help="png16 (millimetres, uint16), npy (float32 metres), color, ply; repeat or comma-separate "
                         "(default: png16)")
     p.add_argument("--recursive", action="store_true", help="also images in sub-folders (and ** in globs)")
     p.add_argument("--batch-size", type=int, default=4, help="images of the same size per forward pass")
-    p.add_argument("--flip", action=argparse.BooleanOptionalAction, default=True,
-                   help="average with the mirrored image's prediction (default: on)")
+    p.add_argument("--flip", action=argparse.BooleanOptionalAction, default=None,
+                   help="average with the mirrored image's prediction (default: on; a --flip ONNX export "
+                        "always averages inside its graph)")
     p.add_argument("--cmap", default="plasma", help="matplotlib colormap for --format color")
     p.add_argument("--range", default=None, metavar="MIN,MAX", help="fixed colour range in metres "
                    "(default: each image's own min..max)")
@@ -129,11 +134,19 @@ def _run(args: argparse.Namespace) -> int:
     from transferdepth.predict import IMAGE_EXTENSIONS, find_inputs, predict_files, print_summary
     from transferdepth.utils import resolve_device
 
-    device = resolve_device(args.device, "--device")  # before the checkpoint is read
-    est = DepthEstimator.from_pretrained(args.checkpoint, device=device, flip=args.flip,
-                                         max_pixels=args.max_pixels or DEFAULT_MAX_PIXELS,
-                                         input_size=input_size,
-                                         max_side=DEFAULT_MAX_SIDE if args.max_side is None else args.max_side or None)
+    sizes = dict(max_pixels=args.max_pixels or DEFAULT_MAX_PIXELS, input_size=input_size,
+                 max_side=DEFAULT_MAX_SIDE if args.max_side is None else args.max_side or None)
+    if args.engine == "onnx":
+        if args.device not in (None, "auto", "cpu"):
+            raise UserError(f"--device {args.device}: the onnx engine runs on the CPU (use --engine torch)")
+        try:
+            est = DepthEstimator.from_onnx(args.checkpoint, flip=args.flip, **sizes)
+        except ValueError as e:
+            raise UserError(str(e)) from None
+    else:
+        device = resolve_device(args.device, "--device")  # before the checkpoint is read
+        est = DepthEstimator.from_pretrained(args.checkpoint, device=device,
+                                             flip=True if args.flip is None else args.flip, **sizes)
     from transferdepth.video import VIDEO_EXTENSIONS, predict_videos, split_inputs, video_options
 
     files, failures = find_inputs(args.paths, args.recursive, IMAGE_EXTENSIONS + VIDEO_EXTENSIONS)

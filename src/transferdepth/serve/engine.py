@@ -1,24 +1,21 @@
 """Inference engines for the server: uint8 HxWx3 RGB -> HxW float32 depth in metres at the image's size.
 
 `TorchEngine` is `DepthEstimator` (so a default request returns what `DepthEstimator.predict` returns).
-`OnnxEngine` runs the graph of `transferdepth.export.export_onnx` with onnxruntime; it belongs in the API
-(`DepthEstimator.from_onnx`) once the ONNX-engine issue lands, and should then move there.
+`OnnxEngine` is `DepthEstimator.from_onnx` (onnxruntime on the graph of `transferdepth.export.export_onnx`),
+so predict, serve and video share one ONNX path.
 """
 
 from __future__ import annotations
 
+import copy
 import os
-import tempfile
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from transferdepth.api import DEFAULT_MAX_PIXELS, DepthEstimator
-from transferdepth.inference import rgb_to_tensor
 
 
 @dataclass(frozen=True)
@@ -76,64 +73,38 @@ class TorchEngine:
 
 
 class OnnxEngine:
-    """onnxruntime on the `export_onnx` graph (RGB [0,1] -> metres at the input's size, no flip).
-
-    `source`: a checkpoint directory (exported to a temporary .onnx, removed once loaded) or a .onnx file
-    written by `transferdepth export`. Flip averaging = the mirrored image's run, mirrored back and averaged
-    in metres; `input_size` resizes the image to it (as `infer`) and the depth map back to the image's size.
-    Without input_size it equals the torch engine within 1e-4 m; with it the depth map is resized twice
-    (inside the graph to the input size, then back), so it differs slightly from `infer`'s single resize.
+    """onnxruntime on the `export_onnx` graph: `DepthEstimator.from_onnx` (the API's ONNX engine), with
+    per-request options. `source`: a checkpoint directory (exported to a temporary .onnx, removed once
+    loaded) or a .onnx file written by `transferdepth export` (a `--flip` export averages inside the graph
+    and refuses flip=false). Without resizing it equals the torch engine within 1e-4 m (fp32 exports).
     """
 
     name = "onnx"
 
     def __init__(self, source: str | os.PathLike, max_pixels: int | None = DEFAULT_MAX_PIXELS,
                  threads: int | None = None):
-        import onnxruntime as ort
-
-        from transferdepth.checkpoint import load_checkpoint
-        from transferdepth.export import INPUT_NAME, export_onnx
-
-        self.source, self.max_pixels, self.input_name = str(source), max_pixels, INPUT_NAME
-        opts = ort.SessionOptions()
-        if threads:
-            opts.intra_op_num_threads = threads
-        if Path(source).is_dir():
-            with tempfile.TemporaryDirectory(prefix="transferdepth-onnx-") as tmp:
-                path = export_onnx(load_checkpoint(source), Path(tmp) / "model.onnx")
-                self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-        else:
-            self.session = ort.InferenceSession(str(source), opts, providers=["CPUExecutionProvider"])
-        meta = self.session.get_modelmeta().custom_metadata_map
-        if "transferdepth.max_depth" not in meta:
-            raise ValueError(f"{source}: not an ONNX file written by `transferdepth export` (no transferdepth metadata)")
-        self.meta = meta
-        self.min_depth = float(meta["transferdepth.min_depth"])
-        self.max_depth = float(meta["transferdepth.max_depth"])
-
-    def _run(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.session.run(None, {self.input_name: x.numpy()})[0]
-        return torch.from_numpy(out)
+        self.source, self.max_pixels = str(source), max_pixels
+        self.estimator = DepthEstimator.from_onnx(source, threads=threads, max_pixels=max_pixels)
+        self.meta = self.estimator.meta
+        self.min_depth, self.max_depth = self.estimator.min_depth, self.estimator.max_depth
 
     def predict_rgb(self, rgb: np.ndarray, options: Options) -> np.ndarray:
-        flip = True if options.flip is None else options.flip  # DepthEstimator's default
-        x = rgb_to_tensor([rgb])
-        h, w = x.shape[-2:]
-        if options.input_size is not None and tuple(x.shape[-2:]) != tuple(options.input_size):
-            x = F.interpolate(x, size=tuple(options.input_size), mode="bilinear", align_corners=False,
-                              antialias=True)
-        depth = self._run(x)
-        if flip:
-            depth = 0.5 * (depth + torch.flip(self._run(torch.flip(x, dims=[-1]).contiguous()), dims=[-1]))
-        if tuple(depth.shape[-2:]) != (h, w):
-            depth = F.interpolate(depth, size=(h, w), mode="bilinear", align_corners=False)
-        return depth.clamp(self.min_depth, self.max_depth)[0, 0].float().numpy()
+        est = self.estimator
+        if (options.flip is not None and options.flip != est.flip) or options.input_size is not None:
+            est = copy.copy(est)  # shares the session; only the per-request options differ
+            if options.flip is not None:
+                if not options.flip and est.graph_flip:
+                    raise ValueError("flip=false: this model was exported with flip averaging inside the graph")
+                est.flip = options.flip
+            est.input_size = options.input_size if options.input_size is not None else est.input_size
+        return est.predict_rgb([rgb])[0]
 
     def info(self) -> dict[str, Any]:
         return {"engine": self.name, "encoder": self.meta.get("transferdepth.encoder"),
                 "decoder_width": float(self.meta.get("transferdepth.decoder_width", "nan")),
                 "min_depth_m": self.min_depth, "max_depth_m": self.max_depth, "input_size": None,
-                "flip": True, "weights": self.source, "device": "cpu (onnxruntime)"}
+                "flip": self.estimator.flip, "precision": self.estimator.precision, "weights": self.source,
+                "device": "cpu (onnxruntime)"}
 
 
 def load_engine(name: str, source: str | os.PathLike, device: str | None = None,
@@ -142,8 +113,5 @@ def load_engine(name: str, source: str | os.PathLike, device: str | None = None,
     if name == "torch":
         return TorchEngine(source, device=device, max_pixels=max_pixels)
     if name == "onnx":
-        try:
-            return OnnxEngine(source, max_pixels=max_pixels)
-        except ImportError as e:
-            raise ValueError(f"--engine onnx needs {e.name}: pip install 'transferdepth[serve,export]'") from None
+        return OnnxEngine(source, max_pixels=max_pixels)
     raise ValueError(f"--engine: unknown engine '{name}' (choose torch or onnx)")
