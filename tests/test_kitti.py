@@ -175,3 +175,22 @@ def test_kitti_mask_is_strict_at_both_ends():
     assert depth_metrics(pred, gt, "kitti")["abs_rel"] == 0.0
     gt[62, 50] = 79.9  # just below the cap: scored
     assert depth_metrics(pred, gt, "kitti")["abs_rel"] > 0
+
+
+def test_training_reads_the_kitti_source(tmp_path):
+    """The source feeds training as is (sizes differ per drive; training resizes/crops to height x width)."""
+    import torch
+
+    from transferdepth.config import load_config
+    from transferdepth.train import train
+
+    spec, _ = make_kitti(tmp_path)
+    cfg = load_config(overrides=dict(encoder="mobilenetv2", pretrained=False, train_data=spec, height=64, width=64,
+                                     batch_size=2, max_steps=1, num_workers=0, tensorboard=False, progress=False,
+                                     max_depth=80.0, device="cpu"))
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        assert train(cfg, tmp_path / "run").steps == 1
+    finally:
+        torch.set_num_threads(n)

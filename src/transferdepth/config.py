@@ -54,6 +54,10 @@ class TrainConfig:
     bn_momentum: float | None = field(default=0.01, metadata={
         "help": "encoder BatchNorm momentum, torch convention (Keras 0.99 == 0.01; none: torch's 0.1)"})
     input_norm: str = field(default="imagenet", metadata={"help": "input normalisation: imagenet or none"})
+    init_checkpoint: str | None = field(default=None, metadata={
+        "help": "checkpoint folder whose weights start this new run (e.g. an imported DenseDepth model); its "
+                "architecture keys and depth range are used, a different explicit one is refused; "
+                "pretrained/encoder_weights are then not used"})
     # data
     train_data: str = field(default="procedural:n=2000&seed=0&height=480&width=640",
                             metadata={"help": "dataset spec of the training set"})
@@ -211,7 +215,36 @@ def load_config(path: str | os.PathLike | None = None, overrides: dict[str, Any]
     recipe = from_flags.get("recipe", from_file.get("recipe", DEFAULT_PRESET))
     if recipe not in PRESETS:
         raise ConfigError(f"recipe must be one of {', '.join(PRESETS)}; got {recipe!r}")
-    return TrainConfig(**{**PRESETS[recipe], **from_file, **from_flags, "recipe": recipe})
+    explicit = {**from_file, **from_flags}
+    init = explicit.get("init_checkpoint")
+    from_ckpt = init_architecture(init, explicit) if init is not None else {}
+    return TrainConfig(**{**PRESETS[recipe], **explicit, **from_ckpt, "recipe": recipe})
+
+
+def init_architecture(path: str | os.PathLike, explicit: dict[str, Any]) -> dict[str, Any]:
+    """The ARCHITECTURE_KEYS of the checkpoint folder `path` (its config.json), for a run that starts from it.
+
+    `explicit`: keys the user set (YAML or flags); one of them that differs from the checkpoint's is a
+    ConfigError naming the key (`bottleneck_relu: null`, "the encoder's default", is not a conflict).
+    """
+    from transferdepth.checkpoint import CheckpointError, architecture, read_config
+
+    try:
+        arch = architecture(read_config(path), Path(path) / "config.json")
+    except CheckpointError as e:
+        raise ConfigError(f"init_checkpoint: {e}") from None
+    conflicts = [f"{k}={explicit[k]!r} (the checkpoint has {arch[k]!r})" for k in ARCHITECTURE_KEYS
+                 if explicit.get(k) is not None and not _same(explicit[k], arch[k])]
+    if conflicts:
+        raise ConfigError(f"init_checkpoint {path}: the architecture comes from the checkpoint, but this config "
+                          f"sets {'; '.join(conflicts)}; remove the key or make it equal")
+    return {k: arch[k] for k in ARCHITECTURE_KEYS}
+
+
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, float) or isinstance(b, float):
+        return not isinstance(a, bool) and not isinstance(b, bool) and math.isclose(a, b, rel_tol=1e-9)
+    return a == b
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:

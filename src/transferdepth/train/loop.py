@@ -16,7 +16,8 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from transferdepth.build import build_model
-from transferdepth.config import ConfigError, TrainConfig, save_config
+from transferdepth.checkpoint import load_checkpoint
+from transferdepth.config import ARCHITECTURE_KEYS, ConfigError, TrainConfig, init_architecture, save_config
 from transferdepth.models import DepthNet
 from transferdepth.train import data as tdata
 from transferdepth.train import setup
@@ -67,11 +68,24 @@ class _Run:
 
 
 def build(cfg: TrainConfig) -> DepthNet:
-    """The model `cfg` describes (architecture keys and depth range; ImageNet weights as configured)."""
-    pretrained: bool | str = cfg.encoder_weights or cfg.pretrained
-    return build_model(cfg.encoder, cfg.decoder_width, pretrained=pretrained, min_depth=cfg.min_depth,
-                       max_depth=cfg.max_depth, decoder_act_a=cfg.decoder_act_a, bottleneck_relu=cfg.bottleneck_relu,
-                       decoder_init=cfg.decoder_init, bn_momentum=cfg.bn_momentum, input_norm=cfg.input_norm)
+    """The model `cfg` describes (architecture keys and depth range; ImageNet weights as configured, or every
+    weight from `cfg.init_checkpoint`, whose architecture keys `cfg` must then equal: `load_config` takes them
+    from the checkpoint)."""
+    pretrained: bool | str = False if cfg.init_checkpoint else (cfg.encoder_weights or cfg.pretrained)
+    init = None
+    if cfg.init_checkpoint:
+        arch = init_architecture(cfg.init_checkpoint, {k: getattr(cfg, k) for k in ARCHITECTURE_KEYS})
+        init = load_checkpoint(cfg.init_checkpoint)
+        cfg_bn = cfg.bottleneck_relu
+        bottleneck_relu = arch["bottleneck_relu"] if cfg_bn is None else cfg_bn
+    else:
+        bottleneck_relu = cfg.bottleneck_relu
+    model = build_model(cfg.encoder, cfg.decoder_width, pretrained=pretrained, min_depth=cfg.min_depth,
+                        max_depth=cfg.max_depth, decoder_act_a=cfg.decoder_act_a, bottleneck_relu=bottleneck_relu,
+                        decoder_init=cfg.decoder_init, bn_momentum=cfg.bn_momentum, input_norm=cfg.input_norm)
+    if init is not None:
+        model.load_state_dict(init.state_dict())
+    return model
 
 
 def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = False, overwrite: bool = False,
