@@ -4,6 +4,7 @@ Keras file imported as a KITTI model (0.1-80 m) and trained 2 steps on procedura
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -78,3 +79,17 @@ def test_cli_flag_is_the_same_key(kitti_ckpt, tmp_path, capsys):
                  *flags])
     assert code == 2 and "this config sets encoder='resnet50'" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
+
+
+def test_imported_kitti_model_evaluates_in_one_command(kitti_ckpt, tmp_path):
+    """`transferdepth evaluate --protocol kitti` on an imported DenseDepth-layout KITTI model (0.1-80 m)."""
+    import json
+
+    from test_kitti import make_kitti
+
+    spec, _ = make_kitti(tmp_path)
+    assert main(["evaluate", "--checkpoint", str(kitti_ckpt), "--data", spec, "--protocol", "kitti",
+                 "--device", "cpu", "--out", str(tmp_path / "e")]) == 0
+    rec = json.loads((tmp_path / "e" / "metrics.json").read_text())
+    assert rec["n_images"] == 3 and rec["clamp_m"] == [0.1, 80.0] and rec["cap_m"] == 80.0
+    assert all(np.isfinite(rec[k]) for k in ("d1", "abs_rel", "rmse", "silog"))
