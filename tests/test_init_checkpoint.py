@@ -15,7 +15,7 @@ from transferdepth.cli import main
 from transferdepth.config import ConfigError, TrainConfig, load_config
 from transferdepth.importers import import_densedepth
 from transferdepth.models import create_model
-from transferdepth.train import train
+from transferdepth.train import resolve_config, train
 
 DATA = "procedural:n=4&seed=0&height=64&width=64"
 RUN = dict(train_data=DATA, height=64, width=64, batch_size=2, max_steps=2, num_workers=0, log_every=1,
@@ -42,7 +42,7 @@ def kitti_ckpt(tmp_path_factory):
 
 
 def test_a_new_run_starts_from_the_checkpoint_and_takes_its_architecture(kitti_ckpt, tmp_path):
-    cfg = load_config(overrides={"init_checkpoint": str(kitti_ckpt), **RUN})
+    cfg = resolve_config(load_config(overrides={"init_checkpoint": str(kitti_ckpt), **RUN}))
     assert (cfg.encoder, cfg.decoder_width, cfg.max_depth, cfg.min_depth) == ("densenet169", 64 / 1664, 80.0, 0.1)
     assert (cfg.input_norm, cfg.decoder_act_a, cfg.bottleneck_relu) == ("none", True, True)
     result = train(cfg, tmp_path / "run")
@@ -61,13 +61,14 @@ def test_a_new_run_starts_from_the_checkpoint_and_takes_its_architecture(kitti_c
 
 def test_a_conflicting_explicit_architecture_key_is_refused_by_name(kitti_ckpt):
     with pytest.raises(ConfigError, match=r"sets encoder='resnet50' \(the checkpoint has 'densenet169'\)"):
-        load_config(overrides={"init_checkpoint": str(kitti_ckpt), "encoder": "resnet50", **RUN})
+        resolve_config(load_config(overrides={"init_checkpoint": str(kitti_ckpt), "encoder": "resnet50", **RUN}))
     with pytest.raises(ConfigError, match=r"max_depth=10.0 \(the checkpoint has 80.0\)"):
-        load_config(overrides={"init_checkpoint": str(kitti_ckpt), "max_depth": "10", **RUN})
-    same = load_config(overrides={"init_checkpoint": str(kitti_ckpt), "max_depth": "80", "input_norm": "none", **RUN})
+        resolve_config(load_config(overrides={"init_checkpoint": str(kitti_ckpt), "max_depth": "10", **RUN}))
+    same = resolve_config(load_config(overrides={"init_checkpoint": str(kitti_ckpt), "max_depth": "80",
+                                                 "input_norm": "none", **RUN}))
     assert same.max_depth == 80.0
     with pytest.raises(ConfigError, match=r"init_checkpoint: .*not a checkpoint \(no config.json\)"):
-        load_config(overrides={"init_checkpoint": str(kitti_ckpt.parent), **RUN})
+        resolve_config(load_config(overrides={"init_checkpoint": str(kitti_ckpt.parent), **RUN}))
     with pytest.raises(ConfigError, match=r"sets encoder='densenet169' \(the checkpoint has 'mobilenetv2'\)"):
         train(TrainConfig(init_checkpoint=str(save_checkpoint(create_model("mobilenetv2"), kitti_ckpt.parent / "m")),
                           **RUN), kitti_ckpt.parent / "never")  # Python API: cfg must equal the checkpoint

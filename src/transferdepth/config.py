@@ -216,28 +216,25 @@ def load_config(path: str | os.PathLike | None = None, overrides: dict[str, Any]
     if recipe not in PRESETS:
         raise ConfigError(f"recipe must be one of {', '.join(PRESETS)}; got {recipe!r}")
     explicit = {**from_file, **from_flags}
-    init = explicit.get("init_checkpoint")
-    from_ckpt = init_architecture(init, explicit) if init is not None else {}
-    return TrainConfig(**{**PRESETS[recipe], **explicit, **from_ckpt, "recipe": recipe})
+    cfg = TrainConfig(**{**PRESETS[recipe], **explicit, "recipe": recipe})
+    cfg.explicit_keys = frozenset(explicit)  # type: ignore[attr-defined]  # for init_checkpoint's conflict check
+    return cfg
 
 
-def init_architecture(path: str | os.PathLike, explicit: dict[str, Any]) -> dict[str, Any]:
-    """The ARCHITECTURE_KEYS of the checkpoint folder `path` (its config.json), for a run that starts from it.
+def init_conflicts(cfg: TrainConfig, arch: dict[str, Any]) -> dict[str, Any]:
+    """`arch` (a checkpoint's ARCHITECTURE_KEYS) for a run of `cfg` that starts from that checkpoint.
 
-    `explicit`: keys the user set (YAML or flags); one of them that differs from the checkpoint's is a
-    ConfigError naming the key (`bottleneck_relu: null`, "the encoder's default", is not a conflict).
+    Keys the user set (`cfg.explicit_keys`, recorded by `load_config`; every key for a TrainConfig built
+    directly) that differ from the checkpoint's are a ConfigError naming each key (`bottleneck_relu: null`,
+    "the encoder's default", is not a conflict).
     """
-    from transferdepth.checkpoint import CheckpointError, architecture, read_config
-
-    try:
-        arch = architecture(read_config(path), Path(path) / "config.json")
-    except CheckpointError as e:
-        raise ConfigError(f"init_checkpoint: {e}") from None
-    conflicts = [f"{k}={explicit[k]!r} (the checkpoint has {arch[k]!r})" for k in ARCHITECTURE_KEYS
-                 if explicit.get(k) is not None and not _same(explicit[k], arch[k])]
+    explicit = getattr(cfg, "explicit_keys", None)
+    conflicts = [f"{k}={getattr(cfg, k)!r} (the checkpoint has {arch[k]!r})" for k in ARCHITECTURE_KEYS
+                 if (explicit is None or k in explicit) and getattr(cfg, k) is not None
+                 and not _same(getattr(cfg, k), arch[k])]
     if conflicts:
-        raise ConfigError(f"init_checkpoint {path}: the architecture comes from the checkpoint, but this config "
-                          f"sets {'; '.join(conflicts)}; remove the key or make it equal")
+        raise ConfigError(f"init_checkpoint {cfg.init_checkpoint}: the architecture comes from the checkpoint, but "
+                          f"this config sets {'; '.join(conflicts)}; remove the key or make it equal")
     return {k: arch[k] for k in ARCHITECTURE_KEYS}
 
 
