@@ -99,6 +99,23 @@ def frames(tmp_path: Path) -> Path:
     return tmp_path
 
 
+def kitti(tmp_path: Path, depth_a: bytes | None = None, rgb_a: bytes = RGB, list_text: str | None = None) -> str:
+    """A flat kitti source: images a.png, b.png; depth da.png, db.png in a separate root (16-bit, value/256 m)."""
+    img, dep = tmp_path / "raw", tmp_path / "gt"
+    img.mkdir()
+    dep.mkdir()
+    d16 = png(np.full((H, W), 2560, np.uint16))
+    for name, data in (("a.png", rgb_a), ("b.png", RGB)):
+        (img / name).write_bytes(data)
+    for name, data in (("da.png", d16 if depth_a is None else depth_a), ("db.png", d16)):
+        (dep / name).write_bytes(data)
+    if depth_a == b"":
+        (dep / "da.png").unlink()
+    lst = tmp_path / "eigen.txt"
+    lst.write_text(list_text if list_text is not None else "a.png da.png 721.5\nb.png db.png 721.5\n")
+    return f"kitti:{img}?depth={dep}&list={lst}"
+
+
 def raiser(exc: Exception) -> Callable:
     def open_(*args, **kwargs):
         raise exc
@@ -137,6 +154,23 @@ CASES: list[tuple[str, Callable[[Path], str], int | None, str]] = [
      r"option index=':-1': HI=-1: frame numbers are >= 0"),
     ("index LO > HI", lambda p: f"folder:{frames(p)}?rgb=*.c.png&depth=*.d.png&index=20:10", None,
      r"option index='20:10': LO=20 > HI=10"),
+    # issue 10: the kitti source (raw images + depth benchmark ground truth, Eigen list)
+    ("kitti depth file missing", lambda p: kitti(p, depth_a=b""), 0, r"\[index 0\] \(.*gt/da.png\): file not found"),
+    ("kitti 8-bit depth PNG", lambda p: kitti(p, depth_a=DEPTH8), 0,
+     r"\[index 0\] \(.*gt/da.png\): expected 16-bit depth, got 8-bit"),
+    ("kitti RGB and depth sizes differ", lambda p: kitti(p, depth_a=png(np.ones((H + 2, W), np.uint16))), 0,
+     r"\[index 0\] \(.*raw/a.png\): RGB is 8x6 but depth .*da.png is 8x8"),
+    ("kitti truncated RGB", lambda p: kitti(p, rgb_a=RGB[:40]), 0, r"\(.*raw/a.png\): .*(truncated|cut short)"),
+    ("kitti list line with 2 fields", lambda p: kitti(p, list_text="a.png da.png 721.5\nb.png db.png\n"), None,
+     r"\(.*eigen.txt\): line 2: expected 3 fields 'rgb_path depth_path focal', got 2"),
+    ("kitti list line with 4 fields", lambda p: kitti(p, list_text="a.png da.png 721.5 x\n"), None,
+     r"line 1: expected 3 fields .* got 4"),
+    ("kitti focal not a number", lambda p: kitti(p, list_text="a.png da.png f=721\n"), None,
+     r"line 1: focal must be a number > 0 \(pixels\), got 'f=721'"),
+    ("kitti list only without gt", lambda p: kitti(p, list_text="a.png None 721.5\n"), None,
+     r"no samples: the file list has no lines with depth \(1 without\)"),
+    ("kitti kb_crop not 0/1", lambda p: kitti(p) + "&kb_crop=2", None, "kb_crop must be 0 or 1, got 2"),
+    ("kitti no list, no split", lambda p: kitti(p).split("&list=")[0], None, "kitti needs list=FILE"),
 ]
 
 

@@ -122,7 +122,7 @@ def test_errors_and_torch_input():
         depth_metrics(np.ones((2, 3, 5)), gt, "densedepth")
     with pytest.raises(ValueError, match="densedepth, eigen"):
         depth_metrics(gt, gt, "nyu")
-    assert PROTOCOLS == ("densedepth", "eigen")
+    assert PROTOCOLS == ("densedepth", "eigen", "kitti")  # issue 10 added kitti
     pred = np.linspace(0.5, 3, 24).reshape(2, 3, 4)
     assert depth_metrics(torch.from_numpy(pred).float(), torch.ones(2, 3, 4), "densedepth")["rmse"] == \
         pytest.approx(depth_metrics(pred, gt, "densedepth")["rmse"], rel=1e-6)

@@ -54,6 +54,10 @@ class TrainConfig:
     bn_momentum: float | None = field(default=0.01, metadata={
         "help": "encoder BatchNorm momentum, torch convention (Keras 0.99 == 0.01; none: torch's 0.1)"})
     input_norm: str = field(default="imagenet", metadata={"help": "input normalisation: imagenet or none"})
+    init_checkpoint: str | None = field(default=None, metadata={
+        "help": "checkpoint folder whose weights start this new run (e.g. an imported DenseDepth model); its "
+                "architecture keys and depth range are used, a different explicit one is refused; "
+                "pretrained/encoder_weights are then not used"})
     # data
     train_data: str = field(default="procedural:n=2000&seed=0&height=480&width=640",
                             metadata={"help": "dataset spec of the training set"})
@@ -211,7 +215,33 @@ def load_config(path: str | os.PathLike | None = None, overrides: dict[str, Any]
     recipe = from_flags.get("recipe", from_file.get("recipe", DEFAULT_PRESET))
     if recipe not in PRESETS:
         raise ConfigError(f"recipe must be one of {', '.join(PRESETS)}; got {recipe!r}")
-    return TrainConfig(**{**PRESETS[recipe], **from_file, **from_flags, "recipe": recipe})
+    explicit = {**from_file, **from_flags}
+    cfg = TrainConfig(**{**PRESETS[recipe], **explicit, "recipe": recipe})
+    cfg.explicit_keys = frozenset(explicit)  # type: ignore[attr-defined]  # for init_checkpoint's conflict check
+    return cfg
+
+
+def init_conflicts(cfg: TrainConfig, arch: dict[str, Any]) -> dict[str, Any]:
+    """`arch` (a checkpoint's ARCHITECTURE_KEYS) for a run of `cfg` that starts from that checkpoint.
+
+    Keys the user set (`cfg.explicit_keys`, recorded by `load_config`; every key for a TrainConfig built
+    directly) that differ from the checkpoint's are a ConfigError naming each key (`bottleneck_relu: null`,
+    "the encoder's default", is not a conflict).
+    """
+    explicit = getattr(cfg, "explicit_keys", None)
+    conflicts = [f"{k}={getattr(cfg, k)!r} (the checkpoint has {arch[k]!r})" for k in ARCHITECTURE_KEYS
+                 if (explicit is None or k in explicit) and getattr(cfg, k) is not None
+                 and not _same(getattr(cfg, k), arch[k])]
+    if conflicts:
+        raise ConfigError(f"init_checkpoint {cfg.init_checkpoint}: the architecture comes from the checkpoint, but "
+                          f"this config sets {'; '.join(conflicts)}; remove the key or make it equal")
+    return {k: arch[k] for k in ARCHITECTURE_KEYS}
+
+
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, float) or isinstance(b, float):
+        return not isinstance(a, bool) and not isinstance(b, bool) and math.isclose(a, b, rel_tol=1e-9)
+    return a == b
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:

@@ -12,7 +12,9 @@ test set (`benchmarks/eval_memory.py`). `predict_dataset` (all predictions in RA
 
 Protocols (`transferdepth.metrics`): `densedepth` (the dataset's crop, e.g. nyu_test.zip's, inclusive; pooled
 over all pixels, no validity mask) and `eigen` (crop rows 45:471, cols 41:601 at 480x640; 1e-3 < gt <
-max_depth, the model's; per-image means). `crop="full"` evaluates the whole frame (for data that is not NYU).
+max_depth, the model's; per-image means) and `kitti` (Garg crop in fractions of each gt size, 1e-3 < gt <
+80 m unless max_depth is given; per-image means; sizes may vary between images). `crop="full"` evaluates
+the whole frame (for data that is not NYU).
 """
 
 from __future__ import annotations
@@ -26,7 +28,15 @@ import torch
 from torch.utils.data import Dataset
 
 from transferdepth.inference import infer, rgb_to_tensor
-from transferdepth.metrics import EIGEN_MIN_GT_M, PROTOCOLS, RMSE_POOLING, MetricAccumulator, median_scale
+from transferdepth.metrics import (
+    EIGEN_MIN_GT_M,
+    GARG_CROP_FRACTIONS,
+    KITTI_MAX_GT_M,
+    PROTOCOLS,
+    RMSE_POOLING,
+    MetricAccumulator,
+    median_scale,
+)
 from transferdepth.models import DepthNet
 from transferdepth.recipe import check_depth_range
 from transferdepth.utils import resolve_device
@@ -56,7 +66,8 @@ def iter_predictions(model: DepthNet, dataset: Dataset, *, flip: bool = True, mi
                      progress: bool = False) -> Iterator[tuple[np.ndarray, dict[str, Any]]]:
     """Yield ``(pred, sample)`` per image: pred (H,W) float32 metres at the sample's depth resolution.
 
-    Only one batch is held at a time. All samples must share the first one's depth size.
+    Only one batch is held at a time. Sizes may differ between samples (each run of equal sizes inside a
+    batch is one forward pass).
     """
     _check_options(batch_size, limit)
     device = device if isinstance(device, torch.device) else resolve_device(device)
@@ -64,25 +75,27 @@ def iter_predictions(model: DepthNet, dataset: Dataset, *, flip: bool = True, mi
     n = len(dataset) if limit is None else min(limit, len(dataset))
     if n == 0:
         raise ValueError("evaluation dataset is empty")
-    first = dataset[0]
-    h, w = first["depth"].shape
     starts: Any = range(0, n, batch_size)
     if progress:
         from tqdm import tqdm
 
         starts = tqdm(starts, desc="evaluate", unit="batch")
     for start in starts:
-        samples = [first if i == 0 else dataset[i] for i in range(start, min(start + batch_size, n))]
-        for j, s in enumerate(samples):
-            if s["depth"].shape != (h, w):
-                raise ValueError(f"sample {start + j} ({s['name']}): ground truth is {s['depth'].shape[::-1]} (WxH), "
-                                 f"the first sample's is {(w, h)}; evaluate one size at a time")
-        rgb = rgb_to_tensor([s["rgb"] for s in samples], device)
-        out = infer(model, rgb, flip=flip, input_size=size, output_size=(h, w), min_depth=min_depth,
-                    max_depth=max_depth)[:, 0].float().cpu().numpy()
-        del rgb
-        for j, s in enumerate(samples):
-            yield out[j], s
+        samples = [dataset[i] for i in range(start, min(start + batch_size, n))]
+        # sizes may vary (KITTI drives: 375x1242, 370x1224, ...): one forward pass per run of equal sizes
+        j = 0
+        while j < len(samples):
+            h, w = samples[j]["depth"].shape
+            k = j + 1
+            while k < len(samples) and samples[k]["depth"].shape == (h, w):
+                k += 1
+            rgb = rgb_to_tensor([s["rgb"] for s in samples[j:k]], device)
+            out = infer(model, rgb, flip=flip, input_size=size, output_size=(h, w), min_depth=min_depth,
+                        max_depth=max_depth)[:, 0].float().cpu().numpy()
+            del rgb
+            for i, s in enumerate(samples[j:k]):
+                yield out[i], s
+            j = k
 
 
 def predict_dataset(model: DepthNet, dataset: Dataset, *, flip: bool = True, min_depth: float | None = None,
@@ -99,6 +112,10 @@ def predict_dataset(model: DepthNet, dataset: Dataset, *, flip: bool = True, min
         gts.append(np.asarray(s["depth"], np.float32))
         valids.append(np.asarray(s["valid"], bool))
         names.append(s["name"])
+        if pred.shape != preds[0].shape:
+            raise ValueError(f"predict_dataset: sample {len(preds) - 1} ({s['name']}) is {pred.shape[::-1]} (WxH), "
+                             f"the first is {preds[0].shape[::-1]}; predictions are stacked, so keep one size "
+                             "(e.g. the kitti source's kb_crop=1) or use evaluate, which streams")
     return Predictions(np.stack(preds), np.stack(gts), np.stack(valids), names)
 
 
@@ -108,6 +125,8 @@ def _resolve_crop(crop: Any, protocol: str, dataset: Any, h: int, w: int) -> Any
     if isinstance(crop, str):
         if crop != "full":
             raise ValueError(f"crop must be None, 'full' or (top, bottom, left, right), got '{crop}'")
+        if protocol == "kitti":  # sizes vary per image: the accumulator takes each image whole
+            return crop
         crop = (0, h - 1, 0, w - 1)
     return crop
 
@@ -131,9 +150,12 @@ def evaluate(model: DepthNet, dataset: Dataset, protocol: str = "eigen", *, crop
     """
     if protocol not in PROTOCOLS:
         raise ValueError(f"unknown protocol '{protocol}'; known: {', '.join(PROTOCOLS)}")
+    # kitti: the protocol fixes the gt cap (80 m) unless max_depth is given; other protocols cap at max_depth
+    cap = KITTI_MAX_GT_M if protocol == "kitti" and max_depth is None else max_depth
     min_depth = model.min_depth if min_depth is None else min_depth
     max_depth = model.max_depth if max_depth is None else max_depth
     min_depth, max_depth = check_depth_range(min_depth, max_depth, "evaluate: depth range")
+    cap = max_depth if cap is None else cap
     _check_options(batch_size, limit)
     if predictions is not None:
         p = predictions
@@ -146,16 +168,21 @@ def evaluate(model: DepthNet, dataset: Dataset, protocol: str = "eigen", *, crop
         gt = np.asarray(s["depth"], np.float32)
         if acc is None:
             used_crop = _resolve_crop(crop, protocol, dataset, *gt.shape)
-            acc = MetricAccumulator(protocol, used_crop, EIGEN_MIN_GT_M, max_depth)
+            acc = MetricAccumulator(protocol, used_crop, EIGEN_MIN_GT_M, cap)
         if median_scaling:
             pred = median_scale(pred[None], gt[None], np.asarray(s["valid"], bool)[None])[0]
-        acc.add(pred, gt)
+        acc.add(pred, gt, frame=s.get("frame"))
     if acc is None:
         raise ValueError("evaluation dataset is empty")
     metrics = acc.result()
     metrics["rmse_pooling"] = RMSE_POOLING[protocol]
-    metrics["crop"] = list(used_crop) if used_crop is not None else "protocol default"
-    metrics["mask_m"] = [EIGEN_MIN_GT_M, max_depth] if protocol == "eigen" else None
+    if protocol == "kitti" and used_crop is None:
+        metrics["crop"] = "garg (fractions of each gt size: rows {:g}-{:g}, cols {:g}-{:g})".format(
+            *GARG_CROP_FRACTIONS)
+    else:
+        metrics["crop"] = (used_crop if isinstance(used_crop, str) else list(used_crop) if used_crop is not None
+                           else "protocol default")
+    metrics["mask_m"] = [EIGEN_MIN_GT_M, cap] if protocol in ("eigen", "kitti") else None
     metrics["flip"] = flip
     metrics["median_scaled"] = median_scaling
     metrics["clamp_m"] = [min_depth, max_depth]

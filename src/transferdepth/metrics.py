@@ -15,6 +15,15 @@ DenseDepth's nyu_test.zip: it keeps rows ``top..bottom`` and columns ``left..rig
   "gt is a measurement"); the upper bound follows the model's range (`evaluate` passes the model's
   ``max_depth``: 10 m for NYU models). As in those repositories, pred is clipped to [min_depth, max_depth].
   Metrics per image, then averaged over the images that have at least one valid pixel.
+* ``kitti`` (BTS ``bts_eval.py`` / AdaBins ``evaluate.py`` with ``--garg_crop``): the Garg crop in
+  FRACTIONS of each ground truth's own size, rows ``int(0.40810811 H):int(0.99189189 H)``, cols
+  ``int(0.03594771 W):int(0.96405229 W)`` (``GARG_CROP_FRACTIONS``; int() truncates, as there), so the
+  varying sizes of KITTI drives (375x1242, 370x1224, ...) each get their own box (375x1242 -> rows
+  153:371, cols 44:1197). Valid: ``1e-3 < gt < 80`` m (``KITTI_MAX_GT_M``, the cap; strict), pred clipped to
+  [1e-3, cap]; metrics per image, averaged as for ``eigen``. When the sample was cut out of a larger frame
+  (``frame=(top, left, full_h, full_w)``, e.g. the kitti source's ``kb_crop``), the box is computed on the
+  full frame and shifted into the cut: the pixels BTS scores after pasting its 352x1216 prediction back.
+  ``crop`` overrides the box ("full" = the whole image). Every result names the fractions and the cap.
 
 Definitions (gt first): thresh = max(gt/pred, pred/gt), d_k = mean(thresh < 1.25**k),
 abs_rel = mean(|gt-pred|/gt), sq_rel = mean((gt-pred)^2/gt), rmse = sqrt(mean((gt-pred)^2)),
@@ -41,14 +50,18 @@ from typing import Any
 
 import numpy as np
 
-PROTOCOLS = ("densedepth", "eigen")
+PROTOCOLS = ("densedepth", "eigen", "kitti")
 # The one list of metric names (tables, records, the comparison study).
 METRIC_KEYS = ("d1", "d2", "d3", "abs_rel", "sq_rel", "rmse", "rmse_log", "log10", "silog", "rmse_per_image")
 # What `rmse` averages under each protocol (named in every table).
-RMSE_POOLING = {"densedepth": "pooled over all pixels", "eigen": "mean of per-image RMSE"}
+RMSE_POOLING = {"densedepth": "pooled over all pixels", "eigen": "mean of per-image RMSE",
+                "kitti": "mean of per-image RMSE"}
 EIGEN_CROP_480x640 = (45, 470, 41, 600)  # inclusive; = rows 45:471, cols 41:601
 EIGEN_MIN_GT_M = 1e-3  # BTS's min_depth_eval: the protocol's lower bound of valid ground truth
 PRED_EPS_M = 1e-6
+# Garg et al. (ECCV 2016) crop as BTS / AdaBins write it: (top, bottom, left, right) fractions of the gt size.
+GARG_CROP_FRACTIONS = (0.40810811, 0.99189189, 0.03594771, 0.96405229)
+KITTI_MAX_GT_M = 80.0  # the kitti protocol's cap (BTS max_depth_eval for KITTI)
 
 Crop = tuple[int, int, int, int]
 
@@ -80,6 +93,19 @@ def eigen_crop(height: int, width: int) -> Crop:
         return int(np.floor(v + 0.5))
 
     return scale(top * sy), scale((bottom + 1) * sy) - 1, scale(left * sx), scale((right + 1) * sx) - 1
+
+
+def garg_crop(height: int, width: int, frame: Any = None) -> Crop:
+    """Inclusive Garg crop of an image ``height x width``; ``frame=(top, left, full_h, full_w)`` places the
+    image inside a larger frame: the box is computed on the frame and shifted into (and clipped to) the image."""
+    top0, left0, fh, fw = (0, 0, height, width) if frame is None else (int(v) for v in frame)
+    t, b, lf, r = GARG_CROP_FRACTIONS
+    top, bottom = max(int(t * fh) - top0, 0), min(int(b * fh) - top0, height)  # half-open
+    left, right = max(int(lf * fw) - left0, 0), min(int(r * fw) - left0, width)
+    if top >= bottom or left >= right:
+        raise ValueError(f"the Garg crop of the {fw}x{fh} frame misses the {width}x{height} image at "
+                         f"(top {top0}, left {left0})")
+    return top, bottom - 1, left, right - 1
 
 
 def apply_crop(a: np.ndarray, crop: Crop | Any) -> np.ndarray:
@@ -138,9 +164,11 @@ class MetricAccumulator:
     """
 
     def __init__(self, protocol: str, crop: Crop | Any | None = None, min_depth: float = EIGEN_MIN_GT_M,
-                 max_depth: float = 10.0):
+                 max_depth: float | None = None):
         if protocol not in PROTOCOLS:
             raise ValueError(f"unknown protocol {protocol!r}; known protocols: {', '.join(PROTOCOLS)}")
+        if max_depth is None:  # the protocol's own cap: 80 m for kitti, NYU's 10 m otherwise
+            max_depth = KITTI_MAX_GT_M if protocol == "kitti" else 10.0
         if not 0 <= min_depth < max_depth:
             raise ValueError(f"metric depth range needs 0 <= min_depth < max_depth (metres), got "
                              f"{min_depth} and {max_depth}")
@@ -150,10 +178,14 @@ class MetricAccumulator:
         self._sums = dict.fromkeys(_SUM_KEYS, 0.0)
         self._rows: list[dict[str, float]] = []  # eigen: metrics per image
         self._rmse_img: list[float] = []  # densedepth: RMSE per image
+        self._frame: Any = None
 
-    def add(self, pred_m: Any, gt_m: Any) -> None:
-        """Add (H,W) or (N,H,W) predictions and ground truth in metres."""
+    def add(self, pred_m: Any, gt_m: Any, frame: Any = None) -> None:
+        """Add (H,W) or (N,H,W) predictions and ground truth in metres.
+
+        ``frame``: ``(top, left, full_h, full_w)`` of these images inside a larger frame (``kitti`` only)."""
         pred, gt = _check_pair(pred_m, gt_m)
+        self._frame = frame
         if not np.all(np.isfinite(pred)):
             raise ValueError(f"pred_m contains {int(np.sum(~np.isfinite(pred)))} non-finite values "
                              f"(image {self.n_seen} onwards)")
@@ -173,7 +205,12 @@ class MetricAccumulator:
                 self._sums[k] += v
             self._rmse_img.append(float(np.sqrt(s["sq_err"] / s["n"])))
             return
-        box = eigen_crop(*g.shape) if self.crop is None else self.crop
+        if self.protocol == "kitti":
+            box = garg_crop(*g.shape, self._frame) if self.crop is None else self.crop
+            if isinstance(box, str):  # "full"
+                box = (0, g.shape[0] - 1, 0, g.shape[1] - 1)
+        else:
+            box = eigen_crop(*g.shape) if self.crop is None else self.crop
         p, g = apply_crop(p, box), apply_crop(g, box)
         valid = (g > self.min_depth) & (g < self.max_depth)
         if valid.any():
@@ -188,10 +225,14 @@ class MetricAccumulator:
             errors["rmse_per_image"] = float(np.mean(self._rmse_img))
             return {"protocol": self.protocol, **{k: errors[k] for k in METRIC_KEYS}, "n_images": self.n_seen}
         if not self._rows:
-            raise ValueError(f"protocol 'eigen': no image has a gt pixel in ({self.min_depth}, {self.max_depth}) m")
+            raise ValueError(f"protocol '{self.protocol}': no image has a gt pixel in ({self.min_depth}, {self.max_depth}) m")
         means = {k: float(np.mean([r[k] for r in self._rows])) for k in METRIC_KEYS if k != "rmse_per_image"}
         means["rmse_per_image"] = means["rmse"]  # eigen's rmse is already per image
-        return {"protocol": self.protocol, **{k: means[k] for k in METRIC_KEYS}, "n_images": len(self._rows)}
+        out = {"protocol": self.protocol, **{k: means[k] for k in METRIC_KEYS}, "n_images": len(self._rows)}
+        if self.protocol == "kitti":
+            out["crop_fractions"] = list(GARG_CROP_FRACTIONS) if self.crop is None else None
+            out["cap_m"] = self.max_depth
+        return out
 
 
 def depth_metrics(
@@ -200,11 +241,12 @@ def depth_metrics(
     protocol: str,
     crop: Crop | Any | None = None,
     min_depth: float = EIGEN_MIN_GT_M,
-    max_depth: float = 10.0,
+    max_depth: float | None = None,
 ) -> dict[str, Any]:
     """Metrics of predictions vs ground truth, (N,H,W) metres (numpy or torch), under ``protocol``.
 
-    ``min_depth``/``max_depth``: the eigen mask and clip (see the module docstring). Returns a
+    ``min_depth``/``max_depth``: the eigen/kitti mask and clip (see the module docstring; max_depth None:
+    80 m for kitti, 10 m otherwise). Returns a
     JSON-serialisable dict: ``protocol``, the METRIC_KEYS as floats and ``n_images``.
     """
     acc = MetricAccumulator(protocol, crop, min_depth, max_depth)

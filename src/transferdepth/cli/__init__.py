@@ -23,7 +23,7 @@ EXIT_OK, EXIT_SOME_INPUTS_FAILED, EXIT_USAGE, EXIT_BUG, EXIT_INTERRUPTED = 0, 1,
 COMMANDS = {
     "demo": "offline demo: fine-tune MobileNetV2 on procedural rooms, write a report",
     "train": "train a depth network (single process or under torchrun)",
-    "evaluate": "evaluate a checkpoint under a named protocol (densedepth | eigen)",
+    "evaluate": "evaluate a checkpoint under a named protocol (densedepth | eigen | kitti)",
     "compare": "train/evaluate several encoders under one config; write the comparison",
     "predict": "predict depth (metres) for images: 16-bit PNG mm, .npy, colour, PLY",
     "export": "export a checkpoint to ONNX or TorchScript (dynamic height and width)",

@@ -8,7 +8,7 @@ import math
 import os
 from pathlib import Path
 
-from transferdepth.metrics import METRIC_KEYS
+from transferdepth.metrics import METRIC_KEYS, PROTOCOLS
 
 
 def parse_crop(text: str | None):
@@ -35,17 +35,19 @@ def parse_size(text: str | None) -> tuple[int, int] | None:
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("evaluate", help="evaluate a checkpoint under a named protocol (densedepth | eigen)")
+    p = sub.add_parser("evaluate", help="evaluate a checkpoint under a named protocol (densedepth | eigen | kitti)")
     p.add_argument("--checkpoint", required=True, help="checkpoint folder (model.safetensors + config.json)")
     p.add_argument("--data", required=True, help="test set spec, e.g. nyu-npy:/data/nyu_test.zip")
     p.add_argument("--split", default=None, help="split of --data (e.g. test)")
-    p.add_argument("--protocol", default="eigen", choices=("densedepth", "eigen"))
+    p.add_argument("--protocol", default="eigen", choices=PROTOCOLS,
+                   help="eigen: NYU crop, 1e-3 < gt < max depth; kitti: Garg crop, 1e-3 < gt < 80 m; densedepth")
     p.add_argument("--crop", default=None, help="'full' or top,bottom,left,right (inclusive); default: protocol's")
     p.add_argument("--no-flip", action="store_true", help="do not average with the mirrored prediction")
     p.add_argument("--min-depth", type=float, default=None,
                    help="clamp predictions below (m; default: the model's min_depth)")
     p.add_argument("--max-depth", type=float, default=None,
-                   help="clamp predictions above and, for eigen, mask gt at or above (m; default: the model's)")
+                   help="clamp predictions above and, for eigen/kitti, mask gt at or above (m; default: the "
+                        "model's; kitti masks at 80 m unless given)")
     p.add_argument("--size", default=None, help="network input HEIGHTxWIDTH (default: the image's own size)")
     p.add_argument("--median-scale", action="store_true", help="scale each prediction to the GT median")
     p.add_argument("--batch-size", type=int, default=4)
@@ -101,7 +103,7 @@ def _run(args: argparse.Namespace) -> int:
     check_depth_range(min_depth, max_depth, "--min-depth/--max-depth (with the model's range)")
     dataset = open_dataset(args.data, args.split)
     metrics = evaluate(model, dataset, args.protocol, crop=crop, flip=not args.no_flip, min_depth=min_depth,
-                       max_depth=max_depth, size=size, median_scaling=args.median_scale,
+                       max_depth=args.max_depth, size=size, median_scaling=args.median_scale,
                        batch_size=args.batch_size, device=device, limit=args.limit, progress=True)
     metrics["checkpoint"] = str(args.checkpoint)
     metrics["data"] = args.data

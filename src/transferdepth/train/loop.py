@@ -3,6 +3,7 @@ then epochs of steps with logging, checkpoints and validation."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 import time
@@ -16,7 +17,8 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from transferdepth.build import build_model
-from transferdepth.config import ConfigError, TrainConfig, save_config
+from transferdepth.checkpoint import CheckpointError, architecture, load_checkpoint, read_config
+from transferdepth.config import ConfigError, TrainConfig, init_conflicts, save_config
 from transferdepth.models import DepthNet
 from transferdepth.train import data as tdata
 from transferdepth.train import setup
@@ -66,12 +68,30 @@ class _Run:
         return self.rank == 0
 
 
+def resolve_config(cfg: TrainConfig) -> TrainConfig:
+    """`cfg` with `init_checkpoint` applied: the checkpoint's architecture keys and depth range replace the
+    config's (an explicit, different one is a ConfigError naming it); `cfg` itself without it."""
+    if not cfg.init_checkpoint:
+        return cfg
+    try:
+        arch = architecture(read_config(cfg.init_checkpoint), Path(cfg.init_checkpoint) / "config.json")
+    except CheckpointError as e:
+        raise ConfigError(f"init_checkpoint: {e}") from None
+    return dataclasses.replace(cfg, **init_conflicts(cfg, arch))
+
+
 def build(cfg: TrainConfig) -> DepthNet:
-    """The model `cfg` describes (architecture keys and depth range; ImageNet weights as configured)."""
-    pretrained: bool | str = cfg.encoder_weights or cfg.pretrained
-    return build_model(cfg.encoder, cfg.decoder_width, pretrained=pretrained, min_depth=cfg.min_depth,
-                       max_depth=cfg.max_depth, decoder_act_a=cfg.decoder_act_a, bottleneck_relu=cfg.bottleneck_relu,
-                       decoder_init=cfg.decoder_init, bn_momentum=cfg.bn_momentum, input_norm=cfg.input_norm)
+    """The model `cfg` describes (architecture keys and depth range; ImageNet weights as configured, or every
+    weight from `cfg.init_checkpoint`: pass `resolve_config(cfg)`, whose architecture is the checkpoint's)."""
+    if cfg.init_checkpoint:
+        init_conflicts(cfg, architecture(read_config(cfg.init_checkpoint)))  # every key must equal the checkpoint's
+    pretrained: bool | str = False if cfg.init_checkpoint else (cfg.encoder_weights or cfg.pretrained)
+    model = build_model(cfg.encoder, cfg.decoder_width, pretrained=pretrained, min_depth=cfg.min_depth,
+                        max_depth=cfg.max_depth, decoder_act_a=cfg.decoder_act_a, bottleneck_relu=cfg.bottleneck_relu,
+                        decoder_init=cfg.decoder_init, bn_momentum=cfg.bn_momentum, input_norm=cfg.input_norm)
+    if cfg.init_checkpoint:
+        model.load_state_dict(load_checkpoint(cfg.init_checkpoint).state_dict())
+    return model
 
 
 def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = False, overwrite: bool = False,
@@ -84,6 +104,7 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = False, overwrite
     --overwrite the old run is kept aside until the new run's first checkpoint is written.
     """
     out = Path(out_dir)
+    cfg = resolve_config(cfg)
     rank, world, local_rank = setup.dist_setup(cfg.device)
     device = setup.train_device(cfg.device, local_rank)
     replace = tstate.prepare_out_dir(out, cfg, resume, overwrite) if rank == 0 else False
