@@ -167,9 +167,14 @@ def _read_eval(run_dir: Path) -> dict[str, Any] | None:
         return None
 
 
+def _plain(obj: Any) -> Any:
+    """A JSON round trip (numpy scalars -> Python numbers, tuples -> lists): a fresh record equals a reused one."""
+    return json.loads(json.dumps(obj, default=lambda o: o.item() if hasattr(o, "item") else str(o)))
+
+
 def _write_json(path: Path, obj: Any) -> None:
     with atomic_write(path) as tmp:
-        tmp.write_text(json.dumps(obj, indent=1, default=str))
+        tmp.write_text(json.dumps(_plain(obj), indent=1))
 
 
 def _open_tests(tests: Sequence[EvalSet]) -> dict[str, Dataset]:
@@ -272,8 +277,8 @@ def _train_and_evaluate(v: Variant, cfg: TrainConfig, run_dir: Path, tests, data
             continue
         if model is None:
             model = load_checkpoint(run_dir / "checkpoint").to(dev)
-        metrics[t.name] = evaluate(model, datasets[t.name], t.protocol, crop=t.crop,
-                                   median_scaling=t.median_scaling, size=size, device=dev, limit=t.limit)
+        metrics[t.name] = _plain(evaluate(model, datasets[t.name], t.protocol, crop=t.crop,
+                                          median_scaling=t.median_scaling, size=size, device=dev, limit=t.limit))
         evals[t.name] = {"key": key, "metrics": metrics[t.name]}
     _write_json(run_dir / EVAL_FILE, {"fingerprint": fp, "train_s": seconds, "evals": evals})
     return Run(v, cfg.seed, run_dir, metrics, seconds, _history(run_dir), trained)
