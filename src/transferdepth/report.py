@@ -176,3 +176,30 @@ def write_text(path: str | os.PathLike, text: str) -> Path:
     with atomic_write(path) as tmp:
         tmp.write_text(text)
     return path
+
+
+def plot_loss_bands(histories: dict[str, list[list[dict[str, Any]]]], path: str | os.PathLike,
+                    title: str = "Training loss (mean over seeds, band = ±1 sd)") -> Path:
+    """Per variant, several runs (seeds): the mean loss over runs at each logged step they all reached, a
+    ±1 sd band around it (the spread over seeds), and a smoothed trend of the mean."""
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for label, runs in histories.items():
+        curves = [{r["step"]: r["loss"] for r in recs} for recs in runs if recs]
+        if not curves:
+            continue
+        steps = np.array(sorted(set.intersection(*(set(c) for c in curves))))
+        if steps.size == 0:
+            continue
+        loss = np.array([[c[s] for s in steps] for c in curves])
+        mean = loss.mean(axis=0)
+        sd = loss.std(axis=0, ddof=1) if len(curves) > 1 else np.zeros_like(mean)
+        k = max(1, len(mean) // 20)
+        smooth = np.convolve(mean, np.ones(k) / k, mode="valid")
+        line, = ax.plot(steps[k - 1:], smooth, linewidth=2, label=f"{label} (n={len(curves)})")
+        ax.fill_between(steps, mean - sd, mean + sd, color=line.get_color(), alpha=0.2, linewidth=0)
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss (0.1 L1 + L1 grad + (1-SSIM)/2, DepthNorm)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    return _save(fig, path)

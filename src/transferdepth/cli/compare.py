@@ -1,24 +1,39 @@
-"""`transferdepth compare`: the encoder study (train or load each, evaluate all, table + figures)."""
+"""`transferdepth compare`: the encoder study (train or load each variant per seed, evaluate all, table +
+figures)."""
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
+from typing import Any
 
 from transferdepth.cli.evaluate import parse_crop
 from transferdepth.cli.train import add_config_flags, config_overrides
 
+# keys of a compare YAML that are the study's, not the training config's
+STUDY_KEYS = ("seeds", "baseline")
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("compare", help="train/evaluate several encoders under one config; write the comparison",
-                       description="Writes comparison.md/.csv/.html, loss_curves.png and predictions.png.")
+                       description="Writes comparison.md/.csv/.html, loss_curves.png and predictions.png "
+                                   "(and runs.csv with several --seeds).")
     p.add_argument("--encoders", required=True,
-                   help="comma list, e.g. densenet169,densenet161,resnet50,resnet101,mobilenetv2")
+                   help="comma list, e.g. densenet169,resnet50,mobilenetv2; ENCODER:scratch / ENCODER:pretrained "
+                        "force ImageNet weights off/on for that row (mobilenetv2,mobilenetv2:scratch)")
     p.add_argument("--out", required=True, help="study folder")
     p.add_argument("--test-data", required=True, help="test set spec")
     p.add_argument("--test-split", default=None)
     p.add_argument("--protocol", default="eigen", choices=("densedepth", "eigen"))
     p.add_argument("--crop", default=None, help="'full' or top,bottom,left,right (inclusive)")
     p.add_argument("--median-scale", action="store_true")
+    p.add_argument("--seeds", default=None,
+                   help="comma list, e.g. 0,1,2: every encoder trains once per seed; the table gives mean, sd and "
+                        "95%% interval over seeds (also `seeds: [0, 1, 2]` in --config). Finished runs in --out "
+                        "are reused, so adding seeds trains only the new ones")
+    p.add_argument("--baseline", default=None,
+                   help="encoder the others are compared with, paired by seed (default: the first; also "
+                        "`baseline:` in --config)")
     p.add_argument("--checkpoints", default=None,
                    help="evaluate given runs instead of training: enc=DIR,enc=DIR (DIR: a run or checkpoint)")
     p.add_argument("--eval-limit", type=int, default=None, help="evaluate the first N test images only")
@@ -27,8 +42,44 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_run)
 
 
+def parse_seeds(value: Any, source: str) -> list[int] | None:
+    """'0,1,2' or [0, 1, 2] -> [0, 1, 2]; None -> None; anything else: one clear error."""
+    if value is None:
+        return None
+    items = value.split(",") if isinstance(value, str) else value if isinstance(value, list) else [value]
+    try:
+        seeds = [int(str(s).strip()) for s in items if str(s).strip()]
+    except ValueError:
+        raise ValueError(f"{source}: seeds must be integers >= 0 like 0,1,2; got {value!r}") from None
+    if not seeds or any(s < 0 for s in seeds) or len(set(seeds)) != len(seeds):
+        raise ValueError(f"{source}: seeds must be distinct integers >= 0 like 0,1,2; got {value!r}")
+    return seeds
+
+
+def _load(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
+    """The training config (recipe, YAML, flags) and the study keys of the YAML (seeds, baseline)."""
+    import yaml
+
+    from transferdepth.config import ConfigError, coerce, load_config
+
+    study: dict[str, Any] = {}
+    if args.config is None:
+        return load_config(None, config_overrides(args)), study
+    path = Path(args.config)
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except (OSError, yaml.YAMLError):
+        return load_config(path, config_overrides(args)), study  # load_config says what is wrong
+    if not isinstance(data, dict) or not any(k in data for k in STUDY_KEYS):
+        return load_config(path, config_overrides(args)), study
+    study = {k: data.pop(k) for k in STUDY_KEYS if k in data}
+    if "baseline" in study and not isinstance(study["baseline"], str):
+        raise ConfigError(f"{path}: 'baseline' must be an encoder name, got {study['baseline']!r}")
+    from_file = {k: coerce(k, v, str(path)) for k, v in data.items()}
+    return load_config(None, {**from_file, **config_overrides(args)}), study
+
+
 def _run(args: argparse.Namespace) -> int:
-    from transferdepth.config import load_config
     from transferdepth.report import markdown_table
     from transferdepth.study import COLUMNS, compare
 
@@ -39,11 +90,19 @@ def _run(args: argparse.Namespace) -> int:
         if not sep:
             raise ValueError(f"--checkpoints entries are ENCODER=DIR, got '{item}'")
         checkpoints[name.strip()] = path.strip()
-    cfg = load_config(args.config, config_overrides(args))
+    cfg, study = _load(args)
+    seeds = parse_seeds(args.seeds, "--seeds") if args.seeds is not None else parse_seeds(
+        study.get("seeds"), f"{args.config}: seeds")
+    baseline = args.baseline if args.baseline is not None else study.get("baseline")
     rows = compare(encoders, cfg, args.out, args.test_data, test_split=args.test_split, protocol=args.protocol,
                    crop=parse_crop(args.crop), median_scaling=args.median_scale, checkpoints=checkpoints,
-                   overwrite=args.overwrite, eval_limit=args.eval_limit)
+                   overwrite=args.overwrite, eval_limit=args.eval_limit, seeds=seeds, baseline=baseline,
+                   log=print)
     print(rows[0]["how"] if rows else "")
-    print(markdown_table(rows, COLUMNS))
+    if seeds is not None and len(seeds) > 1:
+        print(Path(args.out, "comparison.md").read_text())
+    else:
+        print(markdown_table(rows, COLUMNS))
     print(f"wrote {args.out}/comparison.md, .csv, .html, loss_curves.png, predictions.png")
     return 0
+

@@ -1,0 +1,55 @@
+"""Seed calibration of the real-data transfer test (tests/test_real_data.py): prints mean, sd, min, max per
+figure over seeds, and the per-run time.
+
+    PYTHONPATH=src python benchmarks/real_data_seeds.py [--seeds 0,1,2,3,4] [--out /tmp/real_data_seeds]
+
+Runs the same study as the test (`transferdepth.study.run_grid`, the settings in tests/test_real_data.py):
+MobileNetV2 pretrained and from scratch on 7-Scenes redkitchen frames < 800, evaluated on frames >= 800
+(metric) and on SUN3D office (median-scaled). Finished runs in --out are reused (add seeds cheaply).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from real_data_study import FIGURES, VARIANTS, figures, run_study  # noqa: E402
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--seeds", default="0,1,2,3,4")
+    ap.add_argument("--out", default="/tmp/real_data_seeds")
+    ap.add_argument("--only", choices=("pretrained", "scratch"), default=None,
+                    help="train one variant only (e.g. two processes in parallel); then rerun without it")
+    args = ap.parse_args()
+    seeds = [int(s) for s in args.seeds.split(",")]
+    t = time.perf_counter()
+    variants = [v for v in VARIANTS if args.only in (None, v.name)]
+    study = run_study(seeds, Path(args.out), log=lambda m: print(m, flush=True), variants=variants)
+    if args.only:
+        return
+    print(f"wall time {time.perf_counter() - t:.0f} s")
+    per_seed = figures(study)
+    print(json.dumps({"constant": study["constant"], "per_seed": per_seed}, indent=1))
+    print("\n| figure | mean | sd | min | max | 3-seed window means min |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for name in FIGURES:
+        a = np.array([per_seed[s][name] for s in seeds])
+        windows = [a[i:i + 3].mean() for i in range(len(a) - 2)]
+        print(f"| {name} | {a.mean():.4f} | {a.std(ddof=1) if a.size > 1 else float('nan'):.4f} | {a.min():.4f} "
+              f"| {a.max():.4f} | {min(windows) if windows else float('nan'):.4f} |")
+    times = [r.seconds for r in study["runs"] if r.trained]
+    if times:
+        print(f"\ntraining time per run: mean {np.mean(times):.0f} s, min {min(times):.0f} s, max {max(times):.0f} s "
+              f"({len(times)} runs trained now)")
+
+
+if __name__ == "__main__":
+    main()
