@@ -26,6 +26,11 @@ from transferdepth.train import train
 
 SIZE = (120, 160)
 STEPS = 150
+# The optimiser and initialisation these bounds were measured with (plain Adam, eps 1e-8, torch BatchNorm
+# momentum 0.1, PyTorch's default decoder init). The `densedepth` preset's Keras values (AMSGrad, eps 1e-7,
+# momentum 0.01, Glorot) failed the in-scene bound at seed 0 on this 150-step fine-tune (pretrained abs rel
+# 0.555 against 0.6 x constant = 0.245): a short-fine-tune recipe is issue 14's work (docs/seeds.md).
+CALIBRATED_RECIPE = dict(adam_amsgrad=False, adam_eps=1e-8, bn_momentum=None, decoder_init="torch")
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +42,7 @@ def _fit(kitchen_train, pretrained: bool, out):
     spec = get_spec("mobilenetv2")
     cfg = load_config(overrides=dict(encoder="mobilenetv2", pretrained=pretrained, height=SIZE[0], width=SIZE[1],
                                      batch_size=8, max_steps=STEPS, num_workers=0, seed=0, log_every=10,
-                                     tensorboard=False, progress=False, ckpt_every=10**6))
+                                     tensorboard=False, progress=False, ckpt_every=10**6, **CALIBRATED_RECIPE))
     ds = TransformedDataset(kitchen_train, TrainTransform(spec.mean, spec.std, SIZE, cfg.flip_p, cfg.swap_p),
                             seed=cfg.seed)
     train(cfg, out, train_dataset=ds)
