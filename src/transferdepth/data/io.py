@@ -137,3 +137,14 @@ def check_same_size(
         raise DatasetError(
             source, f"RGB is {rgb.shape[1]}x{rgb.shape[0]} but depth {depth_path} is "
             f"{depth.shape[1]}x{depth.shape[0]} (WxH); expected the same size", index, rgb_path)
+
+
+def find_under(root: Path, subfolders: Iterable[str], rel: str) -> Path:
+    """The first existing `root/sub/rel` over `subfolders` (list files name paths relative to one of them);
+    if none exists, `root/rel`, so the decoder's error names that path."""
+    rel = rel.lstrip("/")
+    for sub in subfolders:
+        p = root / sub / rel
+        if p.exists():
+            return p
+    return root / rel

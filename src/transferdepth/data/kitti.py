@@ -33,7 +33,14 @@ from typing import Any
 from torch.utils.data import Dataset
 
 from transferdepth.data.base import DatasetError, Sample, check_sample, normalize_index
-from transferdepth.data.io import check_same_size, decode_depth_raw, decode_rgb, intrinsics, raw_to_metres
+from transferdepth.data.io import (
+    check_same_size,
+    decode_depth_raw,
+    decode_rgb,
+    find_under,
+    intrinsics,
+    raw_to_metres,
+)
 from transferdepth.data.registry import opt_int, opt_text, register_source
 
 KITTI_DEPTH_SCALE = 1.0 / 256.0  # metres per raw unit of the depth benchmark's 16-bit PNGs
@@ -95,11 +102,7 @@ class Kitti(Dataset):
         return entries
 
     def _depth_path(self, rel: str) -> Path:
-        for sub in DEPTH_SUBFOLDERS:
-            p = self.depth_root / sub / rel
-            if p.exists():
-                return p
-        return self.depth_root / rel  # does not exist: the decoder reports it with this path
+        return find_under(self.depth_root, DEPTH_SUBFOLDERS, rel)
 
     def __len__(self) -> int:
         return len(self.entries)

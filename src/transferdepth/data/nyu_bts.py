@@ -21,6 +21,7 @@ from transferdepth.data.io import (
     check_same_size,
     decode_depth_raw,
     decode_rgb,
+    find_under,
     intrinsics,
     raw_to_metres,
 )
@@ -71,12 +72,7 @@ class NyuBts(Dataset):
         return entries
 
     def _resolve(self, rel: str) -> Path:
-        rel = rel.lstrip("/")
-        for sub in SUBFOLDERS:
-            p = self.root / sub / rel
-            if p.exists():
-                return p
-        return self.root / rel  # does not exist: the decoder reports it with this path
+        return find_under(self.root, SUBFOLDERS, rel)
 
     def __len__(self) -> int:
         return len(self.entries)
