@@ -44,9 +44,11 @@ MAX_KITCHEN_RATIO_PRETRAINED = 0.75
 MIN_OFFICE_D1_GAP = 0.05
 
 
-def run_study(seeds, out: Path, log=None, variants=VARIANTS) -> dict[str, Any]:
+def run_study(seeds, out: Path, log=None, variants=VARIANTS, recipe: str | None = None,
+              overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     """Train/evaluate both variants for each seed (run_grid) and the constant baseline; returns
-    {"constant": {...}, "runs": [study.Run]}."""
+    {"constant": {...}, "runs": [study.Run]}. `recipe` (default: the default preset) and `overrides` (config
+    keys) change the training recipe."""
     kitchen_train = InMemory(open_dataset(TRAIN), SIZE)
     held = open_dataset("rgbd:7scenes-redkitchen?index=800:")
     office = open_dataset("rgbd:sun3d-office")
@@ -57,9 +59,9 @@ def run_study(seeds, out: Path, log=None, variants=VARIANTS) -> dict[str, Any]:
     constant = depth_metrics(np.full_like(gt, median), gt, "eigen", crop=(0, 479, 0, 639))
 
     spec = get_spec("mobilenetv2")
-    base = load_config(overrides=dict(encoder="mobilenetv2", height=SIZE[0], width=SIZE[1], batch_size=8,
-                                      max_steps=STEPS, num_workers=0, log_every=10, tensorboard=False,
-                                      progress=False, ckpt_every=10**6))
+    base = load_config(overrides=dict(
+        **({"recipe": recipe} if recipe else {}), encoder="mobilenetv2", height=SIZE[0], width=SIZE[1], batch_size=8, max_steps=STEPS, num_workers=0,
+        log_every=10, tensorboard=False, progress=False, ckpt_every=10**6, **(overrides or {})))
 
     def dataset(cfg):
         return TransformedDataset(kitchen_train, TrainTransform(spec.mean, spec.std, SIZE, cfg.flip_p, cfg.swap_p),

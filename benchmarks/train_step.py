@@ -52,7 +52,7 @@ def make_step(name: str, h: int, w: int, batch: int, device: torch.device, amp) 
     """The training step of the default recipe for encoder `name` (random init), on `device`."""
     cfg = TrainConfig(encoder=name, pretrained=False, height=h, width=w, batch_size=batch, device=str(device))
     model = build(cfg).to(device).train()
-    return TrainStep(model, model, make_optimizer(cfg, model.parameters()), cfg, device, amp), model
+    return TrainStep(model, model, make_optimizer(cfg, model), cfg, device, amp), model
 
 
 def measure(name: str, h: int, w: int, batch: int, device: torch.device, amp, repeats: int) -> tuple[float, float]:

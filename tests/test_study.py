@@ -99,6 +99,17 @@ def test_rerun_with_more_seeds_reuses_finished_runs(tmp_path):
         assert again[s].metrics["t"] == first[s].metrics["t"]
         assert again[s].metrics["u"]["n_images"] == 2  # a new test set on a reused run is evaluated
         assert again[s].history and again[s].history == first[s].history
+    # a run saved before a config key existed (the key absent from its eval.json) is still the same run,
+    # since new keys default to the old behaviour; a key set to another value is not
+    ev = out / "mobilenetv2" / "seed_0" / "eval.json"
+    saved = json.loads(ev.read_text())
+    del saved["fingerprint"]["config"]["lr_schedule"], saved["fingerprint"]["config"]["encoder_lr_mult"]
+    ev.write_text(json.dumps(saved))
+    assert not run_grid([Variant("mobilenetv2", "mobilenetv2")], [0], base, out, tests)[0].trained
+    saved["fingerprint"]["config"]["lr"] = 0.5
+    ev.write_text(json.dumps(saved))
+    with pytest.raises(ConfigError, match="--overwrite"):
+        run_grid([Variant("mobilenetv2", "mobilenetv2")], [0], base, out, tests)
     # a changed config is another run: refused without overwrite, retrained with it
     changed = _base(max_steps=3)
     with pytest.raises(ConfigError, match="--overwrite"):

@@ -84,6 +84,11 @@ class TrainConfig:
     adam_eps: float = field(default=1e-7, metadata={"help": "Adam epsilon"})
     adam_amsgrad: bool = field(default=True, metadata={"help": "AMSGrad variant of Adam"})
     weight_decay: float = field(default=0.0, metadata={"help": "Adam weight decay"})
+    encoder_lr_mult: float = field(default=1.0, metadata={
+        "help": "the encoder's learning rate is lr x this (the decoder's is lr)"})
+    warmup_steps: int = field(default=0, metadata={"help": "linear learning-rate warm-up over this many steps"})
+    lr_schedule: str = field(default="constant", metadata={
+        "help": "learning rate after warm-up: constant, or cosine (decays to 0 at the last step)"})
     w_depth: float = field(default=0.1, metadata={"help": "weight of the L1 depth term"})
     w_grad: float = field(default=1.0, metadata={"help": "weight of the L1 gradient term"})
     w_ssim: float = field(default=1.0, metadata={"help": "weight of the (1 - SSIM)/2 term"})
@@ -123,7 +128,7 @@ class TrainConfig:
 CHOICES = {"recipe": tuple(PRESETS), "batchnorm": ("train", "frozen"), "amp": ("auto", "bf16", "fp16", "off"),
            "decoder_init": ("torch", "glorot"), "input_norm": ("imagenet", "none"),
            "target_resize": ("mask_mean", "inverse_antialias"), "shuffle": ("epoch", "fixed"),
-           "grad_term": ("mean", "tf")}
+           "grad_term": ("mean", "tf"), "lr_schedule": ("constant", "cosine")}
 
 
 def _checks(c: TrainConfig) -> list[tuple[bool, str]]:
@@ -142,6 +147,8 @@ def _checks(c: TrainConfig) -> list[tuple[bool, str]]:
         (0 <= c.beta1 < 1 and 0 <= c.beta2 < 1, "beta1 and beta2 must be in [0, 1)"),
         (c.adam_eps > 0, "adam_eps must be > 0"),
         (c.weight_decay >= 0, "weight_decay must be >= 0"),
+        (c.encoder_lr_mult > 0, "encoder_lr_mult must be > 0"),
+        (c.warmup_steps >= 0, "warmup_steps must be >= 0"),
         (min(c.w_depth, c.w_grad, c.w_ssim) >= 0 and c.w_depth + c.w_grad + c.w_ssim > 0,
          "w_depth, w_grad and w_ssim must be >= 0 and not all 0"),
         (c.bn_momentum is None or 0 < c.bn_momentum <= 1, "bn_momentum must be in (0, 1] (torch convention)"),

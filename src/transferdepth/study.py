@@ -160,6 +160,14 @@ def _fingerprint(cfg: TrainConfig, data_key: str | None) -> dict[str, Any]:
     return {"config": d, "train_data": data_key}
 
 
+def _same_config(saved: dict[str, Any], current: dict[str, Any]) -> bool:
+    """Whether a saved run's config (JSON form) equals `current`'s. A key the saved run lacks (added to
+    TrainConfig since) counts as its dataclass default, which new keys keep behaviour-neutral, so adding a key
+    does not invalidate finished runs; a key the saved run has and `current` lacks is ignored."""
+    defaults = json.loads(json.dumps(dataclasses.asdict(TrainConfig()), default=str))
+    return all(saved.get(k, defaults.get(k)) == v for k, v in current.items() if k not in _IRRELEVANT)
+
+
 def _read_eval(run_dir: Path) -> dict[str, Any] | None:
     try:
         return json.loads((run_dir / EVAL_FILE).read_text())
@@ -248,7 +256,9 @@ def _train_and_evaluate(v: Variant, cfg: TrainConfig, run_dir: Path, tests, data
                         train_dataset, data_key, overwrite: bool, say) -> Run:
     fp = _fingerprint(cfg, data_key)
     saved = _read_eval(run_dir)
-    finished = saved is not None and saved.get("fingerprint") == fp and (run_dir / "checkpoint").is_dir()
+    old = saved.get("fingerprint", {}) if saved is not None else {}
+    finished = (saved is not None and old.get("train_data") == fp["train_data"]
+                and _same_config(old.get("config", {}), fp["config"]) and (run_dir / "checkpoint").is_dir())
     trained = False
     if finished:
         seconds = float(saved["train_s"])
@@ -260,8 +270,7 @@ def _train_and_evaluate(v: Variant, cfg: TrainConfig, run_dir: Path, tests, data
                 prev = json.loads((run_dir / "run.json").read_text()).get("config", {})
             except ValueError:
                 prev = {}
-            same = {k: v2 for k, v2 in fp["config"].items()} == {
-                k: v2 for k, v2 in json.loads(json.dumps(prev, default=str)).items() if k not in _IRRELEVANT}
+            same = _same_config(json.loads(json.dumps(prev, default=str)), fp["config"])
             resume = same and saved is None and data_key is None
         say(f"{v.name} seed {cfg.seed}: {'resuming' if resume else 'training'} in {run_dir}")
         result = train(cfg, run_dir, resume=resume, overwrite=overwrite and not resume,

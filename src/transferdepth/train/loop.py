@@ -149,7 +149,7 @@ def _set_up(cfg: TrainConfig, out: Path, resume: bool, train_dataset: Dataset | 
         model.to(memory_format=torch.channels_last)
     amp = setup.amp_dtype(cfg, device)
     net = setup.wrap_ddp(model, cfg, device, world)
-    step = tstep.TrainStep(net, model, tstep.make_optimizer(cfg, model.parameters()), cfg, device, amp)
+    step = tstep.TrainStep(net, model, tstep.make_optimizer(cfg, model), cfg, device, amp)
     if resume:
         step.opt.load_state_dict(state["optimizer"])
         step.scaler.load_state_dict(state["scaler"])
@@ -283,6 +283,7 @@ def _one_step(run: _Run, batch: dict[str, Any], log: _RunLog) -> None:
     depth = batch["depth"].to(run.device, non_blocking=True)
     valid = batch["valid"].to(run.device, non_blocking=True)
     run.empty.add(batch["valid"])
+    tstep.set_lr(run.step.opt, cfg, tstep.lr_factor(state["step"], run.total_steps, cfg))
     applied, terms = run.step(x, depth, valid)
     if applied:
         state["nan_streak"] = 0

@@ -22,10 +22,42 @@ class TrainingDiverged(RuntimeError):
     """Too many consecutive steps with a non-finite loss or gradient, or a step that left a weight non-finite."""
 
 
-def make_optimizer(cfg: TrainConfig, params: Iterable[nn.Parameter]) -> torch.optim.Optimizer:
-    """Adam as `cfg` says (lr, betas, eps, weight decay, AMSGrad)."""
-    return torch.optim.Adam(params, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.adam_eps,
-                            weight_decay=cfg.weight_decay, amsgrad=cfg.adam_amsgrad)
+def make_optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
+    """Adam as `cfg` says (lr, betas, eps, weight decay, AMSGrad).
+
+    With `encoder_lr_mult` != 1 there are two parameter groups, "decoder" (everything but the encoder; first,
+    so `param_groups[0]` carries `lr`) and "encoder" (lr x encoder_lr_mult); otherwise one group, as before.
+    """
+    kw = dict(betas=(cfg.beta1, cfg.beta2), eps=cfg.adam_eps, weight_decay=cfg.weight_decay,
+              amsgrad=cfg.adam_amsgrad)
+    encoder = getattr(model, "encoder", None)
+    if cfg.encoder_lr_mult == 1.0 or encoder is None:
+        return torch.optim.Adam(model.parameters(), lr=cfg.lr, **kw)
+    enc = {id(p) for p in encoder.parameters()}
+    groups = [{"name": "decoder", "params": [p for p in model.parameters() if id(p) not in enc], "lr": cfg.lr},
+              {"name": "encoder", "params": list(encoder.parameters()), "lr": cfg.lr * cfg.encoder_lr_mult}]
+    return torch.optim.Adam(groups, **kw)
+
+
+def lr_factor(step: int, total_steps: int, cfg: TrainConfig) -> float:
+    """The learning-rate multiplier of optimizer step `step` (0-based) of `total_steps`.
+
+    Linear warm-up over `warmup_steps` ((step + 1) / warmup_steps), then 1 (`lr_schedule: constant`) or a
+    cosine from 1 at the end of the warm-up to 0 at `total_steps` (`cosine`). A function of the step
+    alone, so a resumed run follows the same schedule as an uninterrupted one.
+    """
+    if step < cfg.warmup_steps:
+        return (step + 1) / cfg.warmup_steps
+    if cfg.lr_schedule == "cosine":
+        span = max(total_steps - cfg.warmup_steps, 1)
+        return 0.5 * (1.0 + math.cos(math.pi * min(step - cfg.warmup_steps, span) / span))
+    return 1.0
+
+
+def set_lr(opt: torch.optim.Optimizer, cfg: TrainConfig, factor: float) -> None:
+    """Set every group's lr to its base (cfg.lr; x encoder_lr_mult for the "encoder" group) times `factor`."""
+    for g in opt.param_groups:
+        g["lr"] = cfg.lr * (cfg.encoder_lr_mult if g.get("name") == "encoder" else 1.0) * factor
 
 
 def loss_options(cfg: TrainConfig, model: DepthNet) -> dict[str, Any]:
