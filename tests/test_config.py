@@ -75,3 +75,23 @@ def test_out_of_range_values_are_refused(overrides, message):
 
 def test_defaults_are_finite():
     assert all(math.isfinite(getattr(TrainConfig(), n)) for n in FLOAT_KEYS)
+
+
+def test_with_recipe_keeps_explicit_keys_and_resets_the_rest():
+    """A study row `ENCODER@RECIPE`: the row's preset replaces the base recipe's values, but keys the user set
+    stay; keys only the old recipe set go back to their defaults."""
+    from transferdepth.config import with_recipe
+
+    base = load_config(overrides={"lr": 3e-4, "encoder": "mobilenetv2"})
+    ft = with_recipe(base, "finetune")
+    assert ft.recipe == "finetune" and ft.lr == 3e-4 and ft.encoder == "mobilenetv2"
+    for k, v in PRESETS["finetune"].items():
+        if k != "lr":
+            assert getattr(ft, k) == v, k
+    back = with_recipe(ft, "densedepth")
+    assert back.lr == 3e-4 and back.batchnorm == "train" and back.warmup_ratio == 0.0
+    assert back.lr_schedule == "constant" and back.to_dict() == {**base.to_dict(), "recipe": "densedepth"}
+    direct = with_recipe(TrainConfig(lr=2e-4), "finetune")  # built directly: what differs from its recipe is explicit
+    assert direct.lr == 2e-4 and direct.batchnorm == "frozen"
+    with pytest.raises(ConfigError, match="recipe must be one of"):
+        with_recipe(base, "fast")

@@ -26,13 +26,13 @@ def _cfg(**kw):
 
 
 def test_lr_factor_warmup_then_cosine_by_formula():
-    cfg = _cfg(warmup_steps=4, lr_schedule="cosine")
+    cfg = _cfg(warmup_ratio=0.2, lr_schedule="cosine")  # 4 of 20 steps
     got = [tstep.lr_factor(s, 20, cfg) for s in range(20)]
     want = [(s + 1) / 4 for s in range(4)] + [0.5 * (1 + math.cos(math.pi * (s - 4) / 16)) for s in range(4, 20)]
     assert got == pytest.approx(want, abs=1e-12)
     assert got[3] == 1.0 and got[4] == 1.0 and got[-1] < 0.01  # peak after the warm-up, ~0 at the end
     assert all(a >= b for a, b in zip(got[4:], got[5:]))  # monotone decay
-    constant = _cfg(warmup_steps=2)
+    constant = _cfg(warmup_ratio=0.2)  # 2 of 10
     assert [tstep.lr_factor(s, 10, constant) for s in range(4)] == [0.5, 1.0, 1.0, 1.0]
     assert [tstep.lr_factor(s, 10, _cfg()) for s in range(3)] == [1.0, 1.0, 1.0]  # the DenseDepth default
 
@@ -65,7 +65,7 @@ def test_training_applies_the_schedule_each_step(tmp_path):
     mp = pytest.MonkeyPatch()
     mp.setattr(tstep, "make_optimizer", make)
     try:
-        cfg = _cfg(warmup_steps=3, lr_schedule="cosine", encoder_lr_mult=0.25)
+        cfg = _cfg(warmup_ratio=0.375, lr_schedule="cosine", encoder_lr_mult=0.25)  # 3 of 8 steps
         train(cfg, tmp_path / "r")
     finally:
         mp.undo()
@@ -83,7 +83,7 @@ class _Interrupt(Exception):
 def test_resume_under_a_schedule_is_exact(tmp_path):
     """Cosine + warm-up + two groups: interrupted after step 4 (checkpoint at 4), resumed to 8 == 8 in one
     go, bit-equal weights. (The schedule spans the run's max_steps, so the interrupted run must have 8 too.)"""
-    kw = dict(warmup_steps=2, lr_schedule="cosine", encoder_lr_mult=0.1, ckpt_every=4)
+    kw = dict(warmup_ratio=0.25, lr_schedule="cosine", encoder_lr_mult=0.1, ckpt_every=4)
     train(_cfg(**kw), tmp_path / "full")
     real = tstep.make_optimizer
 
@@ -115,7 +115,8 @@ def test_resume_under_a_schedule_is_exact(tmp_path):
 
 @pytest.mark.parametrize("kw, words", [
     (dict(encoder_lr_mult=0), "encoder_lr_mult must be > 0"),
-    (dict(warmup_steps=-1), "warmup_steps must be >= 0"),
+    (dict(warmup_ratio=-0.1), r"warmup_ratio must be in \[0, 1\)"),
+    (dict(warmup_ratio=1.0), r"warmup_ratio must be in \[0, 1\)"),
     (dict(lr_schedule="linear"), "lr_schedule must be one of constant, cosine"),
 ])
 def test_bad_schedule_keys_are_refused(kw, words):

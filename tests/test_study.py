@@ -34,15 +34,6 @@ def _interval(a):
     return sps.t.interval(0.95, len(a) - 1, loc=a.mean(), scale=sps.sem(a))
 
 
-def test_parse_variant():
-    assert parse_variant("mobilenetv2") == Variant("mobilenetv2", "mobilenetv2", None)
-    assert parse_variant("mobilenetv2:scratch") == Variant("mobilenetv2:scratch", "mobilenetv2", False)
-    assert parse_variant("timm:resnet18:pretrained") == Variant("timm:resnet18:pretrained", "timm:resnet18", True)
-    assert parse_variant("timm:resnet18") == Variant("timm:resnet18", "timm:resnet18", None)
-    with pytest.raises(ValueError, match="names no encoder"):
-        parse_variant(":scratch")
-
-
 def test_compare_seeds_tables_match_an_independent_computation(tmp_path):
     out = tmp_path / "study"
     rows = compare(["mobilenetv2", "efficientnet_lite0"], _base(), out, TEST, crop="full", latency_repeats=1,
@@ -118,6 +109,27 @@ def test_rerun_with_more_seeds_reuses_finished_runs(tmp_path):
     assert redo[0].trained and redo[0].history[-1]["step"] == 3
 
 
+@pytest.mark.parametrize("text, want", [
+    ("mobilenetv2", Variant("mobilenetv2", "mobilenetv2", None, None)),
+    ("mobilenetv2:scratch", Variant("mobilenetv2:scratch", "mobilenetv2", False, None)),
+    ("timm:resnet18:pretrained", Variant("timm:resnet18:pretrained", "timm:resnet18", True, None)),
+    ("timm:resnet18", Variant("timm:resnet18", "timm:resnet18", None, None)),
+    ("mobilenetv2@finetune", Variant("mobilenetv2@finetune", "mobilenetv2", None, "finetune")),
+    ("mobilenetv2:pretrained@finetune", Variant("mobilenetv2:pretrained@finetune", "mobilenetv2", True, "finetune")),
+    ("timm:resnet18@densedepth-2018", Variant("timm:resnet18@densedepth-2018", "timm:resnet18", None,
+                                               "densedepth-2018")),
+])
+def test_parse_variant(text, want):
+    assert parse_variant(text) == want
+
+
+@pytest.mark.parametrize("text, words", [("mobilenetv2@fast", "unknown recipe 'fast'"),
+                                         ("@finetune", "names no encoder"), (":scratch", "names no encoder")])
+def test_parse_variant_refuses(text, words):
+    with pytest.raises(ValueError, match=words):
+        parse_variant(text)
+
+
 def test_scratch_variant_and_safe_folders(tmp_path):
     out = tmp_path / "s"
     base = _base()
@@ -127,6 +139,12 @@ def test_scratch_variant_and_safe_folders(tmp_path):
     run = json.loads((out / "mobilenetv2_scratch" / "run.json").read_text())
     assert run["config"]["pretrained"] is False and run["config"]["encoder"] == "mobilenetv2"
     assert runs[0].run_dir == out / "mobilenetv2_scratch"
+    # a row with another recipe trains with that preset (keys set in the base config stay)
+    ft = run_grid([parse_variant("mobilenetv2:scratch@finetune")], None, base, out, [EvalSet("t", TEST, crop="full")])
+    run = json.loads((out / "mobilenetv2_scratch_finetune" / "run.json").read_text())
+    assert run["config"]["recipe"] == "finetune" and run["config"]["batchnorm"] == "frozen"
+    assert run["config"]["lr_schedule"] == "cosine" and run["config"]["max_steps"] == base.max_steps
+    assert ft[0].trained
     with pytest.raises(ValueError, match="distinct"):
         run_grid([Variant("a/b", "mobilenetv2"), Variant("a_b", "mobilenetv2")], None, base, out,
                  [EvalSet("t", TEST, crop="full")])

@@ -86,7 +86,8 @@ class TrainConfig:
     weight_decay: float = field(default=0.0, metadata={"help": "Adam weight decay"})
     encoder_lr_mult: float = field(default=1.0, metadata={
         "help": "the encoder's learning rate is lr x this (the decoder's is lr)"})
-    warmup_steps: int = field(default=0, metadata={"help": "linear learning-rate warm-up over this many steps"})
+    warmup_ratio: float = field(default=0.0, metadata={
+        "help": "linear learning-rate warm-up over this fraction of the run's steps"})
     lr_schedule: str = field(default="constant", metadata={
         "help": "learning rate after warm-up: constant, or cosine (decays to 0 at the last step)"})
     w_depth: float = field(default=0.1, metadata={"help": "weight of the L1 depth term"})
@@ -148,7 +149,7 @@ def _checks(c: TrainConfig) -> list[tuple[bool, str]]:
         (c.adam_eps > 0, "adam_eps must be > 0"),
         (c.weight_decay >= 0, "weight_decay must be >= 0"),
         (c.encoder_lr_mult > 0, "encoder_lr_mult must be > 0"),
-        (c.warmup_steps >= 0, "warmup_steps must be >= 0"),
+        (0 <= c.warmup_ratio < 1, "warmup_ratio must be in [0, 1)"),
         (min(c.w_depth, c.w_grad, c.w_ssim) >= 0 and c.w_depth + c.w_grad + c.w_ssim > 0,
          "w_depth, w_grad and w_ssim must be >= 0 and not all 0"),
         (c.bn_momentum is None or 0 < c.bn_momentum <= 1, "bn_momentum must be in (0, 1] (torch convention)"),
@@ -226,6 +227,23 @@ def load_config(path: str | os.PathLike | None = None, overrides: dict[str, Any]
     cfg = TrainConfig(**{**PRESETS[recipe], **explicit, "recipe": recipe})
     cfg.explicit_keys = frozenset(explicit)  # type: ignore[attr-defined]  # for init_checkpoint's conflict check
     return cfg
+
+
+def with_recipe(cfg: TrainConfig, recipe: str) -> TrainConfig:
+    """`cfg` under another recipe (a study row `ENCODER@RECIPE`): keys the user set keep their values
+    (`cfg.explicit_keys` from `load_config`; for a TrainConfig built directly, the keys that differ from its
+    own recipe's values), every other key of either recipe takes `recipe`'s value, or its default where
+    `recipe` does not set it."""
+    if recipe not in PRESETS:
+        raise ConfigError(f"recipe must be one of {', '.join(PRESETS)}; got {recipe!r}")
+    old = PRESETS[cfg.recipe]
+    explicit = getattr(cfg, "explicit_keys", None)
+    if explicit is None:
+        explicit = {k for k in FIELDS if k != "recipe" and getattr(cfg, k) != old.get(k, FIELDS[k].default)}
+    values = {k: PRESETS[recipe].get(k, FIELDS[k].default) for k in {*old, *PRESETS[recipe]} if k not in explicit}
+    new = dataclasses.replace(cfg, **{**values, "recipe": recipe})
+    new.explicit_keys = frozenset(explicit)  # type: ignore[attr-defined]
+    return new
 
 
 def init_conflicts(cfg: TrainConfig, arch: dict[str, Any]) -> dict[str, Any]:

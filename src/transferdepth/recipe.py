@@ -82,5 +82,9 @@ PRESETS: dict[str, dict[str, object]] = {
     "densedepth": {**_DENSEDEPTH_COMMON, "decoder_width": 0.5, "decoder_act_a": True},
     # The paper and the released nyu.h5 (commit 2124ac9): full decoder (42.6M parameters), no act after convA.
     "densedepth-2018": {**_DENSEDEPTH_COMMON, "decoder_width": 1.0, "decoder_act_a": False},
+    # Not DenseDepth's: a short fine-tune of a pretrained encoder on little data (docs/seeds.md, the 5-seed
+    # table that chose it). DenseDepth's `densedepth` values plus the keys below.
+    "finetune": {**_DENSEDEPTH_COMMON, "decoder_width": 0.5, "decoder_act_a": True,
+                 "batchnorm": "frozen", "warmup_ratio": 0.1, "lr_schedule": "cosine"},
 }
 DEFAULT_PRESET = "densedepth"

@@ -37,10 +37,11 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from transferdepth import report
 from transferdepth.checkpoint import load_checkpoint
-from transferdepth.config import TrainConfig
+from transferdepth.config import TrainConfig, with_recipe
 from transferdepth.data import open_dataset
 from transferdepth.evaluate import describe, evaluate, predict_dataset
 from transferdepth.models import DepthNet
+from transferdepth.recipe import PRESETS
 from transferdepth.stats import paired_difference, summarize
 from transferdepth.train import train
 from transferdepth.utils import atomic_write
@@ -99,23 +100,31 @@ def run_folder_name(encoder: str) -> str:
 
 @dataclasses.dataclass(frozen=True)
 class Variant:
-    """One row of a study: `name` (the label, e.g. 'mobilenetv2:scratch'), the encoder, and whether its
-    encoder starts from ImageNet weights (None = the base config's `pretrained`)."""
+    """One row of a study: `name` (the label, e.g. 'mobilenetv2:scratch@finetune'), the encoder, whether its
+    encoder starts from ImageNet weights (None = the base config's `pretrained`) and its training recipe
+    (None = the base config's; otherwise `config.with_recipe`: keys the user set explicitly stay)."""
 
     name: str
     encoder: str
     pretrained: bool | None = None
+    recipe: str | None = None
 
 
 def parse_variant(text: str) -> Variant:
-    """'mobilenetv2' -> the base config's pretrained; 'mobilenetv2:scratch' / ':pretrained' -> forced."""
+    """'ENCODER[:scratch|:pretrained][@RECIPE]': 'mobilenetv2' -> the base config's pretrained and recipe;
+    ':scratch' / ':pretrained' force the initialisation; '@finetune' trains that row with another preset."""
     name = text.strip()
-    head, sep, tail = name.rpartition(":")
+    rest, at, recipe = name.rpartition("@") if "@" in name else (name, "", "")
+    if at and recipe not in PRESETS:
+        raise ValueError(f"--encoders: '{name}': unknown recipe '{recipe}' after '@' (one of {', '.join(PRESETS)})")
+    head, sep, tail = rest.rpartition(":")
     if sep and tail in VARIANT_SUFFIXES:
         if not head:
             raise ValueError(f"--encoders: '{name}' names no encoder before ':{tail}'")
-        return Variant(name, head, VARIANT_SUFFIXES[tail])
-    return Variant(name, name, None)
+        return Variant(name, head, VARIANT_SUFFIXES[tail], recipe or None)
+    if not rest:
+        raise ValueError(f"--encoders: '{name}' names no encoder before '@{recipe}'")
+    return Variant(name, rest, None, recipe or None)
 
 
 @dataclasses.dataclass
@@ -232,7 +241,8 @@ def run_grid(variants: Sequence[Variant], seeds: Sequence[int] | None, base: Tra
     runs = []
     for v in variants:
         for seed in seed_list:
-            cfg = dataclasses.replace(base, encoder=v.encoder, seed=seed,
+            cfg = dataclasses.replace(base if v.recipe is None else with_recipe(base, v.recipe), encoder=v.encoder,
+                                      seed=seed,
                                       **({} if v.pretrained is None else {"pretrained": v.pretrained}))
             if v.name in checkpoints:
                 runs.append(_evaluate_given(v, seed, Path(checkpoints[v.name]), tests, datasets, size, dev))

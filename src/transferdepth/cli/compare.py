@@ -20,7 +20,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                                    "(and runs.csv with several --seeds).")
     p.add_argument("--encoders", required=True,
                    help="comma list, e.g. densenet169,resnet50,mobilenetv2; ENCODER:scratch / ENCODER:pretrained "
-                        "force ImageNet weights off/on for that row (mobilenetv2,mobilenetv2:scratch)")
+                        "force ImageNet weights off/on for that row (mobilenetv2,mobilenetv2:scratch); ENCODER@RECIPE "
+                        "trains that row with another preset (mobilenetv2@finetune)")
     p.add_argument("--out", required=True, help="study folder")
     p.add_argument("--test-data", required=True, help="test set spec")
     p.add_argument("--test-split", default=None)

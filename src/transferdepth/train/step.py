@@ -39,18 +39,25 @@ def make_optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
     return torch.optim.Adam(groups, **kw)
 
 
+def warmup_steps(total_steps: int, cfg: TrainConfig) -> int:
+    """The number of warm-up steps: `warmup_ratio` of the run's steps, rounded."""
+    return round(cfg.warmup_ratio * total_steps)
+
+
 def lr_factor(step: int, total_steps: int, cfg: TrainConfig) -> float:
     """The learning-rate multiplier of optimizer step `step` (0-based) of `total_steps`.
 
-    Linear warm-up over `warmup_steps` ((step + 1) / warmup_steps), then 1 (`lr_schedule: constant`) or a
-    cosine from 1 at the end of the warm-up to 0 at `total_steps` (`cosine`). A function of the step
-    alone, so a resumed run follows the same schedule as an uninterrupted one.
+    Linear warm-up over the first `warmup_steps(total_steps, cfg)` steps ((step + 1) / warm-up), then 1
+    (`lr_schedule: constant`) or a cosine from 1 at the end of the warm-up to 0 at `total_steps` (`cosine`).
+    A function of the step alone, so a resumed run follows the same schedule as an uninterrupted one (with
+    the same `max_steps`/`epochs`: the schedule spans the run's length).
     """
-    if step < cfg.warmup_steps:
-        return (step + 1) / cfg.warmup_steps
+    warm = warmup_steps(total_steps, cfg)
+    if step < warm:
+        return (step + 1) / warm
     if cfg.lr_schedule == "cosine":
-        span = max(total_steps - cfg.warmup_steps, 1)
-        return 0.5 * (1.0 + math.cos(math.pi * min(step - cfg.warmup_steps, span) / span))
+        span = max(total_steps - warm, 1)
+        return 0.5 * (1.0 + math.cos(math.pi * min(step - warm, span) / span))
     return 1.0
 
 
