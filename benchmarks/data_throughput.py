@@ -243,6 +243,7 @@ def training(path: Path, args: argparse.Namespace) -> None:
     if (n_warm + n) * cfg.batch_size > len(train_ds):
         raise SystemExit(f"--train-steps {n} needs --n >= {(n_warm + n) * cfg.batch_size}")
     fixed = tdata.collate([train_ds[i] for i in range(cfg.batch_size)])
+    fixed["image"] = tdata.batch_images(fixed["image"], norm, device)  # final form: no loader work at all
 
     t = time.perf_counter()
     for i in range(len(train_ds)):
