@@ -14,6 +14,7 @@ from transferdepth.data.transforms import (
     channel_swap,
     downsample_half,
     masked_resize,
+    normalize_images,
     resize_crop,
 )
 
@@ -246,3 +247,38 @@ def test_bad_target_resize_and_range():
         TrainTransform(MEAN, STD, target_resize="bilinear")
     with pytest.raises(DatasetError, match="min_depth"):
         TrainTransform(MEAN, STD, target_resize="inverse_antialias", min_depth=5.0, max_depth=1.0)
+
+
+# ---------------------------------------------------------------- uint8 images across DataLoader workers
+
+def textured_sample(i: int, h=24, w=40) -> dict:
+    rng = np.random.default_rng(i)
+    depth = rng.uniform(0.5, 9.0, (h, w)).astype(np.float32)
+    valid = rng.random((h, w)) > 0.1
+    return {"rgb": rng.integers(0, 256, (h, w, 3), dtype=np.uint8), "depth": np.where(valid, depth, 0.0).astype(
+        np.float32), "valid": valid, "intrinsics": K.copy(), "name": str(i)}
+
+
+def test_uint8_images_normalised_later_are_bit_identical():
+    """TrainTransform(normalize=False) + normalize_images on the batch == TrainTransform's float images, bit for
+    bit, for every augmentation (crop, flip, channel swap), and the targets are the same tensors."""
+    data = [textured_sample(i) for i in range(12)]
+    t_float = TrainTransform(MEAN, STD, (16, 20), swap_p=0.5)
+    t_uint8 = TrainTransform(MEAN, STD, (16, 20), swap_p=0.5, normalize=False)
+    a, b = TransformedDataset(data, t_float, seed=4), TransformedDataset(data, t_uint8, seed=4)
+    items_a, items_b = [a[i] for i in range(12)], [b[i] for i in range(12)]
+    assert all(it["image"].dtype == torch.uint8 and it["image"].shape == (3, 16, 20) for it in items_b)
+    assert all(it["image"].is_contiguous() for it in items_b)
+    batch = normalize_images(torch.stack([it["image"] for it in items_b]), MEAN, STD)
+    assert batch.dtype == torch.float32
+    assert torch.equal(batch, torch.stack([it["image"] for it in items_a]))
+    for x, y in zip(items_a, items_b):
+        assert torch.equal(x["depth"], y["depth"]) and torch.equal(x["valid"], y["valid"])
+        assert torch.equal(x["intrinsics"], y["intrinsics"]) and x["name"] == y["name"]
+
+
+def test_normalize_images_values():
+    rgb = torch.tensor([0, 51, 255], dtype=torch.uint8).view(1, 3, 1, 1).expand(2, 3, 1, 1)
+    x = normalize_images(rgb, MEAN, STD)
+    expected = (torch.tensor([0.0, 0.2, 1.0]) - torch.tensor(MEAN)) / torch.tensor(STD)
+    torch.testing.assert_close(x[:, :, 0, 0], expected.expand(2, 3), rtol=0, atol=1e-6)

@@ -2,6 +2,7 @@
 
 Both transforms return a dict
     image       float32 tensor (3, H, W): RGB / 255, then (x - mean) / std with the encoder's mean and std
+                (TrainTransform(normalize=False): uint8 RGB (3, H, W); `normalize_images` finishes it)
     depth       float32 tensor (1, H/2, W/2), metres; 0 where not valid
     valid       bool tensor (1, H/2, W/2)
     intrinsics  float64 tensor (3, 3) for the (resized, cropped, flipped) image, all NaN if unknown
@@ -54,12 +55,25 @@ SWAPS = ((0, 2, 1), (1, 0, 2), (1, 2, 0), (2, 0, 1), (2, 1, 0))
 # permutations including the identity, gives 0.5 * 5/6 = 5/12 ~= 0.417.) No DenseDepth variant gives 0.375.
 
 
+def normalize_images(images: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+    """uint8 RGB (..., 3, H, W) -> float32 on the same device: (images / 255 - mean) / std per channel.
+
+    Elementwise, so normalising a batch gives bit for bit what normalising each image does (on the CPU).
+    """
+    x = images.float().div_(255.0)
+    m = torch.tensor(mean, dtype=torch.float32, device=x.device).view(3, 1, 1)
+    s = torch.tensor(std, dtype=torch.float32, device=x.device).view(3, 1, 1)
+    return (x - m) / s
+
+
 def to_image_tensor(rgb: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
     """uint8 HxWx3 -> float32 (3, H, W): (rgb / 255 - mean) / std per channel."""
-    x = torch.from_numpy(np.require(rgb, np.uint8, ["C", "W"])).permute(2, 0, 1).float().div_(255.0)
-    m = torch.tensor(mean, dtype=torch.float32).view(3, 1, 1)
-    s = torch.tensor(std, dtype=torch.float32).view(3, 1, 1)
-    return (x - m) / s
+    return normalize_images(torch.from_numpy(np.require(rgb, np.uint8, ["C", "W"])).permute(2, 0, 1), mean, std)
+
+
+def to_uint8_chw(rgb: np.ndarray) -> torch.Tensor:
+    """uint8 HxWx3 -> contiguous uint8 (3, H, W) tensor (no normalisation)."""
+    return torch.from_numpy(np.ascontiguousarray(np.asarray(rgb, np.uint8).transpose(2, 0, 1)))
 
 
 def masked_resize(depth: np.ndarray, valid: np.ndarray, size: tuple[int, int],
@@ -199,10 +213,11 @@ def _check_stats(mean: Sequence[float], std: Sequence[float]) -> tuple[tuple[flo
     return tuple(float(m) for m in mean), tuple(float(s) for s in std)
 
 
-def _finish(sample: dict[str, Any], mean, std, half=downsample_half) -> dict[str, Any]:
+def _finish(sample: dict[str, Any], mean, std, half=downsample_half, normalize: bool = True) -> dict[str, Any]:
     depth, valid = half(sample["depth"], sample["valid"])
     k = sample.get("intrinsics")
-    return {"image": to_image_tensor(sample["rgb"], mean, std),
+    image = to_image_tensor(sample["rgb"], mean, std) if normalize else to_uint8_chw(sample["rgb"])
+    return {"image": image,
             "depth": torch.from_numpy(depth)[None], "valid": torch.from_numpy(valid)[None],
             "intrinsics": torch.full((3, 3), float("nan"), dtype=torch.float64) if k is None
             else torch.as_tensor(np.asarray(k, dtype=np.float64)),
@@ -230,11 +245,13 @@ class TrainTransform:
     target_resize: "mask_mean" (mean of the valid metres of each 2x2 block, `downsample_half`) or
     "inverse_antialias" (DenseDepth: DepthNorm with min_depth/max_depth in metres, anti-aliased resize,
     back to metres; `inverse_antialias_half`). The target is always returned in metres.
+    normalize=False: `image` stays uint8 RGB (3, H, W), a quarter of the float32 bytes to send from a
+    DataLoader worker; `normalize_images(batch, mean, std)` later gives bit for bit the normalised image.
     """
 
     def __init__(self, mean: Sequence[float], std: Sequence[float], size: tuple[int, int] | None = None,
                  flip_p: float = 0.5, swap_p: float = DENSEDEPTH_SWAP_P, target_resize: str = "mask_mean",
-                 min_depth: float = MIN_DEPTH_M, max_depth: float = MAX_DEPTH_M):
+                 min_depth: float = MIN_DEPTH_M, max_depth: float = MAX_DEPTH_M, normalize: bool = True):
         self.mean, self.std = _check_stats(mean, std)
         for name, p in (("flip_p", flip_p), ("swap_p", swap_p)):
             if not 0.0 <= p <= 1.0:
@@ -247,6 +264,7 @@ class TrainTransform:
         except ValueError as e:
             raise DatasetError("transforms", str(e)) from None
         self.size, self.flip_p, self.swap_p, self.target_resize = size, flip_p, swap_p, target_resize
+        self.normalize = bool(normalize)
 
     def __call__(self, sample: dict[str, Any], rng: np.random.Generator) -> dict[str, Any]:
         sample = check_sample(sample, "transforms")
@@ -255,7 +273,7 @@ class TrainTransform:
         if rng.random() < self.flip_p:
             sample = hflip(sample)
         sample = {**sample, "rgb": channel_swap(sample["rgb"], rng, self.swap_p)}
-        return _finish(sample, self.mean, self.std, self._half)
+        return _finish(sample, self.mean, self.std, self._half, self.normalize)
 
     def _half(self, depth: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         if self.target_resize == "inverse_antialias":

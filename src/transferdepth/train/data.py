@@ -7,11 +7,11 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, default_collate
 
 from transferdepth.config import ConfigError, TrainConfig
 from transferdepth.data import open_dataset
-from transferdepth.data.transforms import EvalTransform, TrainTransform, TransformedDataset
+from transferdepth.data.transforms import EvalTransform, TrainTransform, TransformedDataset, normalize_images
 from transferdepth.models import DepthNet
 
 TENSOR_KEYS = ("image", "depth", "valid")
@@ -35,10 +35,24 @@ class ResumeSampler(Sampler[int]):
 
 
 def collate(items: list[dict[str, Any]]) -> dict[str, Any]:
-    batch = {k: torch.stack([it[k] for it in items]) for k in TENSOR_KEYS}
+    """Stack `image`, `depth`, `valid`; names and skipped-notes as lists. In a DataLoader worker the tensors
+    are stacked straight into shared memory (torch's `default_collate`), so sending the batch to the main
+    process copies nothing more."""
+    batch = {k: default_collate([it[k] for it in items]) for k in TENSOR_KEYS}
     batch["name"] = [it["name"] for it in items]
     batch["skipped"] = [it.get("skipped", "") for it in items]
     return batch
+
+
+def batch_images(images: torch.Tensor, norm: tuple[tuple[float, ...], tuple[float, ...]],
+                 device: torch.device) -> torch.Tensor:
+    """A batch's `image` on `device`, as the model takes it. uint8 RGB (N,3,H,W) (what the training loader
+    sends) is moved first (a quarter of the bytes), then normalised there with norm = (mean, std), the
+    model's `normalization`; float images are taken as already normalised (a ready `train_dataset`)."""
+    x = images.to(device, non_blocking=True)
+    if x.dtype == torch.uint8:
+        x = normalize_images(x, *norm)
+    return x
 
 
 def normalization(model: DepthNet) -> tuple[tuple[float, ...], tuple[float, ...]]:
@@ -48,7 +62,8 @@ def normalization(model: DepthNet) -> tuple[tuple[float, ...], tuple[float, ...]
 
 def _train_transform(cfg: TrainConfig, model: DepthNet) -> TrainTransform:
     return TrainTransform(*normalization(model), (cfg.height, cfg.width), cfg.flip_p, cfg.swap_p,
-                          target_resize=cfg.target_resize, min_depth=model.min_depth, max_depth=model.max_depth)
+                          target_resize=cfg.target_resize, min_depth=model.min_depth, max_depth=model.max_depth,
+                          normalize=False)  # uint8 images cross the worker boundary; see batch_images
 
 
 def open_train_data(cfg: TrainConfig, model: DepthNet) -> tuple[Dataset, Any]:

@@ -62,6 +62,10 @@ class _Run:
     empty: tdata.EmptyDepthCounter = field(default_factory=tdata.EmptyDepthCounter)
     t_start: float = 0.0
     metrics: dict[str, Any] | None = None
+    norm: tuple[tuple[float, ...], tuple[float, ...]] = field(init=False)  # the model's (mean, std), read once
+
+    def __post_init__(self) -> None:
+        self.norm = tdata.normalization(self.model)
 
     @property
     def is_main(self) -> bool:
@@ -98,8 +102,8 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = False, overwrite
           train_dataset: Dataset | None = None) -> TrainResult:
     """Train a DepthNet as `cfg` says and write the run to `out_dir` (see the package docstring).
 
-    train_dataset: optional ready dataset of transformed samples (dicts with `image` (3,H,W) normalised,
-    `depth` (1,H/2,W/2) metres, `valid`), used instead of `cfg.train_data`; it must have `set_epoch`
+    train_dataset: optional ready dataset of transformed samples (dicts with `image` (3,H,W) normalised
+    float, or uint8 RGB normalised here with the model's mean/std, `depth` (1,H/2,W/2) metres, `valid`), used instead of `cfg.train_data`; it must have `set_epoch`
     if it augments. Nothing in `out_dir` changes until the data, the model and its weights are ready; with
     --overwrite the old run is kept aside until the new run's first checkpoint is written.
     """
@@ -277,7 +281,7 @@ def _one_step(run: _Run, batch: dict[str, Any], log: _RunLog) -> None:
     cfg, state = run.cfg, run.state
     if run.raw is not None and hasattr(run.raw, "note"):
         run.raw.note(batch)
-    x = batch["image"].to(run.device, non_blocking=True)
+    x = tdata.batch_images(batch["image"], run.norm, run.device)
     if cfg.channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
     depth = batch["depth"].to(run.device, non_blocking=True)
