@@ -25,12 +25,12 @@ from typing import Any
 import numpy as np
 import pytest
 
-from transferdepth.config import load_config
+from transferdepth.config import TrainConfig, load_config
 from transferdepth.data import InMemory, open_dataset
 from transferdepth.data.transforms import TrainTransform, TransformedDataset
 from transferdepth.metrics import depth_metrics
 from transferdepth.models import get_spec
-from transferdepth.study import EvalSet, Variant, run_grid
+from transferdepth.study import EvalSet, Run, Variant, run_grid
 
 SIZE = (96, 128)
 STEPS = 100
@@ -44,31 +44,52 @@ MAX_KITCHEN_RATIO_PRETRAINED = 0.75
 MIN_OFFICE_D1_GAP = 0.05
 
 
+KITCHEN_HELD = "rgbd:7scenes-redkitchen?index=800:"
+OFFICE = "rgbd:sun3d-office"
+
+
+def recipe_config(encoder: str = "mobilenetv2", steps: int = STEPS) -> TrainConfig:
+    """The study's training config (128x96, batch 8, `steps` steps; the seed and pretrained flag are set per
+    run by run_grid)."""
+    return load_config(overrides=dict(encoder=encoder, height=SIZE[0], width=SIZE[1], batch_size=8,
+                                      max_steps=steps, num_workers=0, log_every=10, tensorboard=False,
+                                      progress=False, ckpt_every=10**6))
+
+
+def eval_sets(kitchen: Any = KITCHEN_HELD, office: Any = OFFICE, limit: int | None = None) -> list[EvalSet]:
+    """The two test sets: 7-Scenes frames >= 800 (metric, full frame) and SUN3D office (median-scaled);
+    each a spec or an opened dataset of it."""
+    return [EvalSet("kitchen", kitchen, crop="full", key=KITCHEN_HELD, limit=limit),
+            EvalSet("office", office, crop="full", median_scaling=True, key=OFFICE, limit=limit)]
+
+
+def fine_tune(variants, seeds, out: Path, *, steps: int = STEPS, tests: list[EvalSet] | None = None,
+              kitchen_train: Any = None, log=None) -> list[Run]:
+    """Fine-tune each variant per seed on 7-Scenes frames < 800 with the study's recipe (run_grid: finished
+    runs in `out` are reused) and evaluate each (torch engine) on `tests` (default `eval_sets()`)."""
+    kitchen_train = InMemory(open_dataset(TRAIN), SIZE) if kitchen_train is None else kitchen_train
+
+    def dataset(cfg):
+        spec = get_spec(cfg.encoder)
+        return TransformedDataset(kitchen_train, TrainTransform(spec.mean, spec.std, SIZE, cfg.flip_p, cfg.swap_p),
+                                  seed=cfg.seed)
+
+    return run_grid(variants, list(seeds), recipe_config(steps=steps), out, tests or eval_sets(),
+                    train_dataset=dataset, data_key=f"{TRAIN}@{SIZE[0]}x{SIZE[1]}", device="cpu", log=log)
+
+
 def run_study(seeds, out: Path, log=None, variants=VARIANTS) -> dict[str, Any]:
     """Train/evaluate both variants for each seed (run_grid) and the constant baseline; returns
     {"constant": {...}, "runs": [study.Run]}."""
     kitchen_train = InMemory(open_dataset(TRAIN), SIZE)
-    held = open_dataset("rgbd:7scenes-redkitchen?index=800:")
-    office = open_dataset("rgbd:sun3d-office")
+    held = open_dataset(KITCHEN_HELD)
+    office = open_dataset(OFFICE)
     assert len(kitchen_train) == 400 and len(held) == 100 and len(office) == 50
     train_depths = np.concatenate([s["depth"][s["valid"]] for s in (kitchen_train[i] for i in range(400))])
     median = float(np.median(train_depths))
     gt = np.stack([held[i]["depth"] for i in range(len(held))])
     constant = depth_metrics(np.full_like(gt, median), gt, "eigen", crop=(0, 479, 0, 639))
-
-    spec = get_spec("mobilenetv2")
-    base = load_config(overrides=dict(encoder="mobilenetv2", height=SIZE[0], width=SIZE[1], batch_size=8,
-                                      max_steps=STEPS, num_workers=0, log_every=10, tensorboard=False,
-                                      progress=False, ckpt_every=10**6))
-
-    def dataset(cfg):
-        return TransformedDataset(kitchen_train, TrainTransform(spec.mean, spec.std, SIZE, cfg.flip_p, cfg.swap_p),
-                                  seed=cfg.seed)
-
-    tests = [EvalSet("kitchen", held, crop="full", key="rgbd:7scenes-redkitchen?index=800:"),
-             EvalSet("office", office, crop="full", median_scaling=True, key="rgbd:sun3d-office")]
-    runs = run_grid(variants, list(seeds), base, out, tests, train_dataset=dataset,
-                    data_key=f"{TRAIN}@{SIZE[0]}x{SIZE[1]}", device="cpu", log=log)
+    runs = fine_tune(variants, seeds, out, tests=eval_sets(held, office), kitchen_train=kitchen_train, log=log)
     return {"constant": {"median_m": median, "abs_rel": constant["abs_rel"], "d1": constant["d1"]}, "runs": runs}
 
 
