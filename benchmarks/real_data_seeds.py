@@ -28,18 +28,18 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", default="0,1,2,3,4")
     ap.add_argument("--out", default="/tmp/real_data_seeds")
-    ap.add_argument("--only", choices=("pretrained", "scratch"), default=None,
+    ap.add_argument("--only", choices=tuple(v.name for v in VARIANTS), default=None,
                     help="train one variant only (e.g. two processes in parallel); then rerun without it")
-    ap.add_argument("--recipe", default=None, help="training preset (default: the default preset)")
+    ap.add_argument("--recipe", default=None, help="base training preset (rows with their own recipe keep it)")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="a config override (repeatable), e.g. --set encoder_lr_mult=0.1")
     args = ap.parse_args()
-    overrides = dict(kv.split("=", 1) for kv in args.set)
+    overrides = dict(kv.split("=", 1) for kv in args.set) | ({"recipe": args.recipe} if args.recipe else {})
     seeds = [int(s) for s in args.seeds.split(",")]
     t = time.perf_counter()
     variants = [v for v in VARIANTS if args.only in (None, v.name)]
     study = run_study(seeds, Path(args.out), log=lambda m: print(m, flush=True), variants=variants,
-                      recipe=args.recipe, overrides=overrides)
+                      overrides=overrides)
     if args.only:
         return
     print(f"wall time {time.perf_counter() - t:.0f} s")

@@ -10,7 +10,9 @@ The contract is stored in the ONNX metadata_props / the TorchScript archive's `t
 ONNX precisions: fp32; fp16 (weights and activations float16 for GPU execution providers, inputs and
 outputs stay float32 metres: onnxruntime's float16 converter with keep_io_types); int8 (onnxruntime static
 quantisation, QDQ format, per-channel int8 weights, int8 activations calibrated on a few images: a dataset
-spec, an image folder, or by default a fixed set of procedural rooms; `quantize_onnx`).
+spec, an image folder, or by default a fixed set of procedural rooms; the last convolution, the DepthNorm
+inversion and every Resize stay float32 by default, the most accurate setting measured on real data,
+docs/using.md; `quantize_onnx`).
 
 A wrong input: the TorchScript archive checks shape and dtype first (`CheckedInput`; the error's last line
 is ours). ONNX declares the input float32 (batch,3,height,width), and onnxruntime refuses anything else
@@ -108,12 +110,14 @@ def _quiet() -> Iterator[None]:
 
 def export_onnx(model: DepthNet, path: str | os.PathLike, opset: int = 17, *, flip: bool = False,
                 precision: str = "fp32", calibration: str | None = None, calibration_count: int = 16,
-                calibration_size: tuple[int, int] = DEFAULT_CALIBRATION_SIZE) -> Path:
+                calibration_size: tuple[int, int] = DEFAULT_CALIBRATION_SIZE,
+                quantization: dict[str, Any] | None = None) -> Path:
     """Write `model` as an ONNX file (MetricDepth contract, dynamic N/H/W, metadata_props); atomic.
 
     flip: flip averaging inside the graph. precision: "fp32", "fp16" (float32 inputs/outputs) or "int8"
     (static QDQ quantisation calibrated on `calibration`, see `quantize_onnx`; `calibration_count` images
-    resized to `calibration_size` (H, W)). Bad precision / calibration raise `ExportError` (one line)."""
+    resized to `calibration_size` (H, W); `quantization`: keyword arguments of `quantize_onnx`, e.g.
+    {"method": "entropy"}). Bad precision / calibration raise `ExportError` (one line)."""
     if precision not in PRECISIONS:
         raise ExportError(f"--precision {precision}: choose one of {', '.join(PRECISIONS)}")
     import onnx
@@ -121,6 +125,10 @@ def export_onnx(model: DepthNet, path: str | os.PathLike, opset: int = 17, *, fl
     calib = None
     if precision == "int8":  # check the tools and the calibration set before the export
         _quantization_tools()
+        try:
+            _check_quantization(**(quantization or {}))
+        except TypeError as e:
+            raise ExportError(f"quantization options: {e}") from None
         calib = calibration_batches(calibration or DEFAULT_CALIBRATION, calibration_count, calibration_size)
     wrapper = MetricDepth(model.cpu(), flip=flip).eval()
     proto = _trace_onnx(wrapper, opset)
@@ -128,7 +136,7 @@ def export_onnx(model: DepthNet, path: str | os.PathLike, opset: int = 17, *, fl
     if precision == "fp16":
         proto = _to_fp16(proto)
     elif precision == "int8":
-        proto, qmeta = quantize_onnx(proto, calib)
+        proto, qmeta = quantize_onnx(proto, calib, **(quantization or {}))
         meta |= qmeta | {"transferdepth.calibration": calibration or DEFAULT_CALIBRATION,
                          "transferdepth.calibration_size": f"{len(calib)} images at "
                                                            f"{calibration_size[0]}x{calibration_size[1]} (HxW)"}
@@ -245,16 +253,62 @@ def _spread(n: int, count: int) -> list[int]:
     return sorted({int(i * n / count) for i in range(count)})
 
 
-QUANT_METHOD = "onnxruntime quantize_static: QDQ, int8 activations (per tensor, MinMax), int8 weights per channel"
+CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
+QUANT_EXCLUDES = ("none", "head", "last-conv", "last-conv+resize")
+DEFAULT_CALIBRATION_METHOD = "minmax"
+DEFAULT_QUANT_EXCLUDE = "last-conv+resize"  # the best of those tried on real data (docs/using.md)
 
 
-def quantize_onnx(proto: Any, batches: list[np.ndarray]) -> tuple[Any, dict[str, str]]:
-    """A float32 graph -> its int8 QDQ graph (per-channel int8 weights, int8 activations calibrated with
-    MinMax on `batches` of (1,3,H,W) float32 RGB in [0,1]), and metadata describing the method."""
+def quant_method(method: str = DEFAULT_CALIBRATION_METHOD, per_channel: bool = True,
+                 exclude: str = DEFAULT_QUANT_EXCLUDE) -> str:
+    """The `transferdepth.quantization` metadata line for these settings."""
+    kept = {"none": "every supported op quantised",
+            "head": "float32 after the last convolution (DepthNorm inversion, resize, clamps)",
+            "last-conv": "float32 from the last convolution on (it, the DepthNorm inversion, resize, clamps)",
+            "last-conv+resize": "float32 from the last convolution on and every Resize (the decoder's upsampling)"
+            }[exclude]
+    return (f"onnxruntime quantize_static: QDQ, int8 activations (per tensor, {method}), int8 weights "
+            f"{'per channel' if per_channel else 'per tensor'}; {kept}")
+
+
+def _excluded_nodes(model: Any, exclude: str) -> list[str]:
+    """Names of the nodes left in float32: none; the head (every node fed, directly or not, by the last Conv's
+    output); the last Conv and its head; or those and every Resize node."""
+    if exclude == "none":
+        return []
+    convs = [n for n in model.graph.node if n.op_type == "Conv"]
+    if not convs:
+        return []
+    last = convs[-1]
+    tainted, names = set(last.output), [] if exclude == "head" else [last.name]
+    for n in model.graph.node:  # topologically sorted (checked by onnx.checker)
+        if n is not last and any(i in tainted for i in n.input):
+            tainted.update(n.output)
+            names.append(n.name)
+    if exclude == "last-conv+resize":
+        names += [n.name for n in model.graph.node if n.op_type == "Resize" and n.name not in names]
+    return names
+
+
+def _check_quantization(method: str = DEFAULT_CALIBRATION_METHOD, exclude: str = DEFAULT_QUANT_EXCLUDE,
+                        per_channel: bool = True) -> None:
+    if method not in CALIBRATION_METHODS:
+        raise ExportError(f"calibration method {method}: choose one of {', '.join(CALIBRATION_METHODS)}")
+    if exclude not in QUANT_EXCLUDES:
+        raise ExportError(f"quantisation exclude {exclude}: choose one of {', '.join(QUANT_EXCLUDES)}")
+
+
+def quantize_onnx(proto: Any, batches: list[np.ndarray], *, method: str = DEFAULT_CALIBRATION_METHOD,
+                  per_channel: bool = True, exclude: str = DEFAULT_QUANT_EXCLUDE) -> tuple[Any, dict[str, str]]:
+    """A float32 graph -> its int8 QDQ graph (int8 weights, per channel by default; int8 activations
+    calibrated with `method` ("minmax", "entropy", "percentile") on `batches` of (1,3,H,W) float32 RGB in
+    [0,1]), and metadata describing the method. exclude: which nodes stay float32 ("none"; "head": those
+    after the last convolution; "last-conv": that convolution too; "last-conv+resize": also every Resize)."""
     import tempfile
 
     import onnx
 
+    _check_quantization(method, exclude)
     q = _quantization_tools()
 
     class Reader(q.CalibrationDataReader):
@@ -265,6 +319,8 @@ def quantize_onnx(proto: Any, batches: list[np.ndarray]) -> tuple[Any, dict[str,
             x = next(self.it, None)
             return None if x is None else {INPUT_NAME: x}
 
+    calib = {"minmax": q.CalibrationMethod.MinMax, "entropy": q.CalibrationMethod.Entropy,
+             "percentile": q.CalibrationMethod.Percentile}[method]
     with tempfile.TemporaryDirectory(prefix="transferdepth-int8-") as tmp:
         src, pre, dst = (Path(tmp) / n for n in ("fp32.onnx", "pre.onnx", "int8.onnx"))
         onnx.save(proto, str(src))
@@ -273,12 +329,13 @@ def quantize_onnx(proto: Any, batches: list[np.ndarray]) -> tuple[Any, dict[str,
                 q.quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
             except Exception:  # pre-processing is an optimisation; quantise the plain graph if it fails
                 pre = src
-            q.quantize_static(str(pre), str(dst), Reader(), quant_format=q.QuantFormat.QDQ, per_channel=True,
+            excluded = _excluded_nodes(onnx.load(str(pre)), exclude)
+            q.quantize_static(str(pre), str(dst), Reader(), quant_format=q.QuantFormat.QDQ, per_channel=per_channel,
                               activation_type=q.QuantType.QInt8, weight_type=q.QuantType.QInt8,
-                              calibrate_method=q.CalibrationMethod.MinMax,
+                              calibrate_method=calib, nodes_to_exclude=excluded,
                               extra_options={"ActivationSymmetric": False, "WeightSymmetric": True})
         out = onnx.load(str(dst))
-    return out, {"transferdepth.quantization": QUANT_METHOD}
+    return out, {"transferdepth.quantization": quant_method(method, per_channel, exclude)}
 
 
 def _fix_shapes(proto: Any) -> None:
