@@ -10,7 +10,8 @@ parameters, the `densedepth-2018` recipe: no activation after convA).
 
 - ours: `transferdepth.train.TrainStep` exactly as training runs it with `--recipe densedepth-2018`: DepthNet
   (no input padding since `pad_multiple`; sides under 32 only), the full loss (L1 + gradient term + SSIM,
-  masked), the NaN guard (finiteness of the loss, of every gradient and of every weight), Adam with AMSGrad.
+  masked), the NaN guard (finiteness of the loss, of every gradient and of every weight), Adam with AMSGrad
+  (torch's fused kernel, `make_optimizer`).
 - port: built here as DenseDepth's `PyTorch/` folder does it (model.py, loss.py, train.py): torchvision's
   `densenet169().features` run module by module, a plain decoder (1x1 conv2 with the port's padding=1,
   four blocks: bilinear upsampling to the skip's size with align_corners=True, concat, convA 3x3, convB 3x3,

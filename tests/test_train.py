@@ -247,3 +247,27 @@ def test_skip_bad_skips_counts_and_reports_each_epoch(tmp_path, capsys):
     assert result.steps == 8
     out = capsys.readouterr().out
     assert "epoch 0: skip_bad: 1 of 8 samples skipped" in out and "epoch 1: skip_bad: 1 of 8" in out
+
+
+def test_optimizer_is_fused_adam_with_the_reference_update():
+    # make_optimizer uses torch's fused Adam on the CPU (speed); its updates must be the per-tensor Adam's
+    # with the config's lr, betas, eps, weight decay and AMSGrad (large then small gradients: AMSGrad shows)
+    from transferdepth.config import TrainConfig
+    from transferdepth.train import make_optimizer
+
+    cfg = TrainConfig(lr=1e-2, beta1=0.8, beta2=0.99, adam_eps=1e-3, weight_decay=0.01, adam_amsgrad=True)
+    torch.manual_seed(0)
+    ours = [torch.nn.Parameter(torch.randn(7, 5)), torch.nn.Parameter(torch.randn(3))]
+    ref = [torch.nn.Parameter(p.detach().clone()) for p in ours]
+    opt = make_optimizer(cfg, ours)
+    assert opt.defaults["fused"] is True
+    ref_opt = torch.optim.Adam(ref, lr=1e-2, betas=(0.8, 0.99), eps=1e-3, weight_decay=0.01, amsgrad=True,
+                               foreach=False)
+    for scale in (10.0, 0.1, 0.1, 0.1):
+        grads = [scale * torch.randn_like(p) for p in ours]
+        for o, step in ((ours, opt), (ref, ref_opt)):
+            for p, g in zip(o, grads):
+                p.grad = g.clone()
+            step.step()
+    for a, b in zip(ours, ref):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
