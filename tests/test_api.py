@@ -151,7 +151,7 @@ def test_input_size_feeds_the_network_its_training_resolution(tmp_path):
     depth = est.predict(rgb)
     assert seen == [(64, 96)] and depth.shape == (150, 200)
     plain = DepthEstimator(model, device="cpu", flip=False).predict(rgb)
-    assert plain.shape == (150, 200) and seen[-1] == (160, 224)  # its own size, padded to a multiple of 32
+    assert plain.shape == (150, 200) and seen[-1] == (150, 200)  # its own size, unpadded
 
 
 def test_max_side_bounds_what_the_network_sees():
@@ -168,7 +168,7 @@ def test_max_side_bounds_what_the_network_sees():
     est = DepthEstimator(model, device="cpu", flip=False, max_side=64)
     assert est.network_size(150, 200) == (48, 64) and est.network_size(40, 50) == (40, 50)
     depth = est.predict(rgb)
-    assert depth.shape == (150, 200) and seen == [(64, 64)]  # 48x64, padded to a multiple of 32
+    assert depth.shape == (150, 200) and seen == [(48, 64)]  # no padding
     ref = infer(model, rgb_to_tensor([rgb]), flip=False, input_size=(48, 64))[0, 0].numpy()
     np.testing.assert_allclose(depth, ref, atol=1e-6)
     # input_size wins over max_side; None = the image's own size

@@ -77,6 +77,26 @@ def test_old_densenet_checkpoint_without_the_new_keys_predicts_as_before(tmp_pat
         assert (relu(x) - back(x)).abs().max() > 1e-6  # (the match above is exact: atol=0)
 
 
+def test_pad_multiple_new_models_record_1_and_old_checkpoints_keep_padding_to_32(tmp_path):
+    # before the key existed every side was replicate-padded to a multiple of 32 and the output cropped back
+    torch.manual_seed(0)
+    new = create_model("mobilenetv2", 0.5).eval()
+    save_checkpoint(new, tmp_path / "new")
+    assert read_config(tmp_path / "new")["pad_multiple"] == 1
+    assert load_checkpoint(tmp_path / "new").pad_multiple == 1
+    cfg_path = tmp_path / "new" / CONFIG_FILE
+    cfg = json.loads(cfg_path.read_text())
+    del cfg["pad_multiple"]
+    cfg_path.write_text(json.dumps(cfg))
+    old = load_checkpoint(tmp_path / "new")
+    assert old.pad_multiple == 32
+    x = torch.rand(1, 3, 50, 70) + torch.linspace(0, 2, 70)  # brighter to the right: the padding is visible
+    with torch.no_grad():
+        ref = new(torch.nn.functional.pad(x, (0, 26, 0, 14), mode="replicate"))[..., :25, :35]
+        torch.testing.assert_close(old(x), ref, rtol=0, atol=0)
+        assert (new(x) - ref).abs().max() > 1e-4  # the key matters at this size
+
+
 @pytest.fixture(scope="module")
 def saved(tmp_path_factory):
     torch.manual_seed(0)
@@ -93,6 +113,7 @@ BAD_FIELDS = [
     ("min_depth", 0), ("min_depth", 10.0), ("min_depth", 20.0), ("min_depth", float("inf")),
     ("decoder_act_a", "yes"), ("decoder_act_a", None), ("bottleneck_relu", 1), ("bottleneck_relu", None),
     ("input_norm", "caffe"), ("input_norm", None),
+    ("pad_multiple", 0), ("pad_multiple", "32"), ("pad_multiple", True), ("pad_multiple", 1.5), ("pad_multiple", None),
 ]
 
 

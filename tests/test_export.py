@@ -14,6 +14,7 @@ from PIL import Image
 from transferdepth import DepthEstimator
 from transferdepth.checkpoint import save_checkpoint
 from transferdepth.cli import main
+from transferdepth.models import available_encoders
 
 
 @pytest.fixture(scope="module")
@@ -90,3 +91,39 @@ def test_export_errors_are_one_line(ckpt, tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1
     assert err[0].startswith(f"transferdepth: error: {tmp_path / 'file' / 'm.pt'}: cannot write (")
+
+
+def _narrow_spread_model(name: str) -> torch.nn.Module:
+    """`name` with a narrow decoder (fast export) and its last conv scaled so depths spread over metres."""
+    from transferdepth.models import create_model
+
+    torch.manual_seed(0)
+    model = create_model(name, decoder_width=0.05).eval()
+    with torch.no_grad():
+        model.decoder.conv3.weight.mul_(100.0)
+        model.decoder.conv3.bias.fill_(2.8)
+    return model
+
+
+@pytest.mark.parametrize("name", available_encoders())
+def test_onnx_dynamic_shapes_are_exact_for_every_encoder_at_odd_sizes(name, tmp_path):
+    # traced at 96x128 (EXAMPLE_SIZE); run at odd, even, short (< 32, padded) and larger sizes: the graph's
+    # skip-size upsampling, timm's SAME padding (EfficientNet-Lite) and the short-side padding follow the input
+    import onnxruntime as ort
+
+    from transferdepth.export import export_onnx
+    from transferdepth.inference import infer
+
+    model = _narrow_spread_model(name)
+    path = export_onnx(model, tmp_path / "m.onnx")
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    g = torch.Generator().manual_seed(0)
+    for h, w in [(45, 67), (63, 33), (64, 96), (131, 100), (20, 50)]:
+        yy, xx = torch.meshgrid(torch.linspace(0, 1, h), torch.linspace(0, 1, w), indexing="ij")
+        rgb = (torch.stack([0.2 + 0.7 * xx, 0.9 - 0.6 * yy, 0.5 + 0.4 * xx * yy])[None]
+               + 0.05 * torch.rand(1, 3, h, w, generator=g)).clamp(0, 1)
+        expected = infer(model, rgb, flip=False)
+        got = session.run(None, {"rgb": rgb.numpy()})[0]
+        assert got.shape == (1, 1, h, w), (name, h, w)
+        assert np.abs(got - expected.numpy()).max() <= 1e-4, (name, h, w)
+    assert expected.max() - expected.min() > 0.05  # not a clamped constant

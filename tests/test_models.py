@@ -41,13 +41,23 @@ def test_output_is_half_resolution_and_backward_runs(name):
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.decoder.parameters())
 
 
-def _pad_reference(model, x):
-    """Independent reference: replicate-pad bottom/right to multiples of 32, run, crop to ceil(H/2) x ceil(W/2)."""
+def _pad_reference(model, x, multiple=32):
+    """Independent reference: replicate-pad bottom/right to a multiple of `multiple` and to at least 32 per side,
+    run, crop to ceil(H/2) x ceil(W/2)."""
     h, w = x.shape[-2:]
-    ph, pw = -h % 32, -w % 32
+    ph, pw = max(h + -h % multiple, 32) - h, max(w + -w % multiple, 32) - w
     with torch.no_grad():
         out = model(F.pad(x, (0, pw, 0, ph), mode="replicate"))
     return out[..., : (h + 1) // 2, : (w + 1) // 2]
+
+
+def _unpadded(model, x):
+    """Independent reference: the encoder and decoder called directly on `x` (no padding, no crop)."""
+    with torch.no_grad():
+        feats = model.encoder(x)
+        bottleneck = F.relu(feats[-1]) if model.bottleneck_relu else feats[-1]
+        skips = {f.stride: t for f, t in zip(model.spec.skips[:-1], feats[:-1])}
+        return model.decoder(skips, bottleneck, tuple(x.shape[-2:]))
 
 
 def _synthetic(h, w, seed=0):
@@ -58,28 +68,115 @@ def _synthetic(h, w, seed=0):
     return base + 0.1 * torch.randn(1, 3, h, w, generator=g)
 
 
-@pytest.mark.parametrize("name", ENCODERS)
-@pytest.mark.parametrize("size", [(33, 45), (50, 70), (97, 131)])
-def test_sizes_that_are_not_multiples_of_32(name, size):
-    torch.manual_seed(0)
-    model = create_model(name).eval()
-    x = _synthetic(*size)
+def _encoder_input_sizes(model, x):
+    """The (H, W) the encoder sees when `model(x)` runs, and the output."""
+    seen = []
+    handle = model.encoder.register_forward_pre_hook(lambda _m, args: seen.append(tuple(args[0].shape[-2:])))
     with torch.no_grad():
         out = model(x)
-    assert out.shape == (1, 1, (size[0] + 1) // 2, (size[1] + 1) // 2)
-    torch.testing.assert_close(out, _pad_reference(model, x), rtol=1e-5, atol=1e-5)
+    handle.remove()
+    return seen, out
+
+
+@pytest.mark.parametrize("name", ENCODERS)
+def test_any_size_runs_unpadded_with_ceil_half_output(name):
+    # odd and even sides, multiples of 32 or not: the decoder upsamples to each skip's size, nothing is padded
+    torch.manual_seed(0)
+    model = create_model(name).eval()
+    assert model.pad_multiple == 1
+    for size in [(33, 45), (50, 70), (97, 131), (64, 96), (35, 32)]:
+        x = _synthetic(*size)
+        seen, out = _encoder_input_sizes(model, x)
+        assert seen == [size], (name, size)
+        assert out.shape == (1, 1, (size[0] + 1) // 2, (size[1] + 1) // 2), (name, size)
+        torch.testing.assert_close(out, _unpadded(model, x), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("name", ENCODERS)
+def test_sides_shorter_than_32_are_padded_to_32(name):
+    # the only padding new models do: a side under the encoders' total stride (DenseNet's floor-rounding
+    # transitions reach 0x0 below 29 pixels)
+    torch.manual_seed(0)
+    model = create_model(name).eval()
+    for size in [(17, 45), (5, 3), (40, 31)]:
+        x = _synthetic(*size)
+        seen, out = _encoder_input_sizes(model, x)
+        assert seen == [(max(size[0], 32), max(size[1], 32))]
+        assert out.shape == (1, 1, (size[0] + 1) // 2, (size[1] + 1) // 2)
+        torch.testing.assert_close(out, _pad_reference(model, x, multiple=1), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ENCODERS)
+def test_old_checkpoints_pad_to_a_multiple_of_32(name):
+    # pad_multiple=32: what every model did before (checkpoints without the key load with it)
+    torch.manual_seed(0)
+    model = create_model(name, pad_multiple=32).eval()
+    for size in [(33, 45), (50, 70)]:
+        x = _synthetic(*size)
+        seen, out = _encoder_input_sizes(model, x)
+        assert seen == [(-(-size[0] // 32) * 32, -(-size[1] // 32) * 32)]
+        assert out.shape == (1, 1, (size[0] + 1) // 2, (size[1] + 1) // 2)
+        torch.testing.assert_close(out, _pad_reference(model, x), rtol=1e-5, atol=1e-5)
 
 
 def test_padding_keeps_the_prediction_of_aligned_inputs():
-    # a 64x64 input needs no padding: the prediction is the plain network's, with no crop
+    # a 64x64 input needs no padding even for an old checkpoint: the prediction is the plain network's
     torch.manual_seed(0)
-    model = create_model("mobilenetv2").eval()
+    model = create_model("mobilenetv2", pad_multiple=32).eval()
     x = torch.randn(1, 3, 64, 64)
     with torch.no_grad():
         full = model(x)
         feats = model.encoder(x)
         manual = model.decoder(dict(zip([2, 4, 8, 16], feats[:-1])), feats[-1], (64, 64))
     torch.testing.assert_close(full, manual)
+
+
+def test_pad_multiple_must_be_a_positive_integer():
+    for bad in (0, -32, 1.5, True, "32"):
+        with pytest.raises(ValueError, match="pad_multiple"):
+            create_model("mobilenetv2", pad_multiple=bad)
+
+
+def _floor_encoder():
+    """A toy encoder whose stride-2 feature rounds odd sides down (a 2x2 stride-2 conv without padding)."""
+    from collections import OrderedDict
+
+    from transferdepth.models import FeatureInfo
+    from transferdepth.models.encoders import Encoder
+
+    layers = OrderedDict([("s2", torch.nn.Conv2d(3, 8, 2, stride=2))]
+                         + [(f"s{2 ** k}", torch.nn.Conv2d(8, 8, 3, stride=2, padding=1)) for k in range(2, 6)])
+    skips = tuple(FeatureInfo(f"s{2 ** k}", 8, 2 ** k) for k in range(1, 6))
+    return Encoder(torch.nn.Sequential(layers), skips), skips
+
+
+@pytest.mark.parametrize("half_floor", [True, False])
+def test_an_encoder_whose_stride_2_feature_rounds_down_pads_odd_sides_by_one(half_floor):
+    from transferdepth.models import DepthNet, EncoderSpec
+
+    torch.manual_seed(0)
+    encoder, skips = _floor_encoder()
+    spec = EncoderSpec("toy-floor", lambda: None, skips, half_floor=half_floor)
+    model = DepthNet(encoder, spec, decoder_width=2.0).eval()
+    x = _synthetic(45, 64)
+    seen, out = _encoder_input_sizes(model, x)
+    if half_floor:  # declared: the odd side is padded by one, the output is ceil(H/2)
+        assert seen == [(46, 64)] and out.shape == (1, 1, 23, 32)
+        torch.testing.assert_close(out, _unpadded(model, F.pad(x, (0, 0, 0, 1), mode="replicate"))[..., :23, :])
+    else:  # not declared: floor(H/2); the declaration is what keeps ceil (test_declared_half_floor_matches_the_stride_2_feature)
+        assert seen == [(45, 64)] and out.shape == (1, 1, 22, 32)
+
+
+@pytest.mark.parametrize("name", ENCODERS + ["timm:resnet18", "timm:convnext_atto"])
+def test_declared_half_floor_matches_the_stride_2_feature(name):
+    spec = get_spec(name)
+    stride2 = [i for i, f in enumerate(spec.skips) if f.stride == 2]
+    if not stride2:
+        assert spec.half_floor is False
+        return
+    with torch.no_grad():
+        feat = create_model(name).encoder.eval()(torch.zeros(1, 3, 45, 33))[stride2[0]]
+    assert tuple(feat.shape[-2:]) == ((22, 16) if spec.half_floor else (23, 17)), name
 
 
 def test_densenet169_parameter_counts_match_densedepth():
@@ -116,10 +213,11 @@ def test_timm_backbone_by_name():
 
 
 def test_timm_backbone_without_a_stride_2_feature():
-    # convnext gives features at strides 4..32: the H/2 block upsamples without a skip
+    # convnext gives features at strides 4..32: the H/2 block upsamples without a skip, to ceil(H/2) x ceil(W/2)
     model = create_model("timm:convnext_atto").eval()
     with torch.no_grad():
         assert model(torch.randn(1, 3, 64, 64)).shape == (1, 1, 32, 32)
+        assert model(torch.randn(1, 3, 63, 97)).shape == (1, 1, 32, 49)
 
 
 @pytest.mark.parametrize("name,reason", [("timm:no_such_model_xyz", "no model"),
@@ -184,52 +282,58 @@ def test_densenet_bottleneck_relu_can_be_switched_off(name):
 # --- padding: DepthNet.forward and the inference path against a manual replicate-pad + crop ----------------
 
 
-def _spread_model(name: str = "mobilenetv2") -> torch.nn.Module:
+def _spread_model(name: str = "mobilenetv2", pad_multiple: int = 1) -> torch.nn.Module:
     """Random weights with the last conv scaled so depths spread over ~2-5 m (not all clamped to 10 m)."""
     torch.manual_seed(0)
-    model = create_model(name).eval()
+    model = create_model(name, pad_multiple=pad_multiple).eval()
     with torch.no_grad():
         model.decoder.conv3.weight.mul_(100.0)
         model.decoder.conv3.bias.fill_(2.8)
     return model
 
 
-@pytest.mark.parametrize("size", [(33, 45), (50, 70)])
-def test_depthnet_pads_by_replication(size):
-    model = _spread_model()
+@pytest.mark.parametrize("size,multiple", [((33, 45), 32), ((50, 70), 32), ((20, 45), 1)])
+def test_depthnet_pads_by_replication(size, multiple):
+    model = _spread_model(pad_multiple=multiple)
     x = _synthetic(*size)
+    h, w = size
     with torch.no_grad():
         out = model(x)
-        h, w = size
-        zero = model(F.pad(x, (0, -w % 32, 0, -h % 32)))[..., : (h + 1) // 2, : (w + 1) // 2]
-    ref = _pad_reference(model, x)
+        ph, pw = max(h + -h % multiple, 32) - h, max(w + -w % multiple, 32) - w
+        zero = model(F.pad(x, (0, pw, 0, ph)))[..., : (h + 1) // 2, : (w + 1) // 2]
+    ref = _pad_reference(model, x, multiple)
     torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
     # the input is one where zero padding would give another prediction, so the check can fail
     assert (zero - ref).abs().max() > 1e-2
 
 
+def _smooth_rgb(h, w):
+    g = torch.Generator().manual_seed(1)
+    yy, xx = torch.meshgrid(torch.linspace(0, 1, h), torch.linspace(0, 1, w), indexing="ij")
+    return (torch.stack([0.3 + 0.6 * xx, 0.9 - 0.5 * yy, 0.5 + 0.4 * xx * yy])[None]
+            + 0.03 * torch.rand(1, 3, h, w, generator=g)).clamp(0, 1)
+
+
 @pytest.mark.parametrize("size", [(33, 45), (50, 70)])
-def test_inference_pads_by_replication(size):
+@pytest.mark.parametrize("multiple", [1, 32])
+def test_inference_runs_the_model_at_the_input_size(size, multiple):
+    # infer adds no padding of its own: new models see the image as is, old checkpoints pad to 32 in forward
     from transferdepth.inference import infer
     from transferdepth.recipe import depthnorm_to_depth
 
-    model = _spread_model()
+    model = _spread_model(pad_multiple=multiple)
     h, w = size
-    g = torch.Generator().manual_seed(1)
-    yy, xx = torch.meshgrid(torch.linspace(0, 1, h), torch.linspace(0, 1, w), indexing="ij")
-    rgb = (torch.stack([0.3 + 0.6 * xx, 0.9 - 0.5 * yy, 0.5 + 0.4 * xx * yy])[None]
-           + 0.03 * torch.rand(1, 3, h, w, generator=g)).clamp(0, 1)
+    rgb = _smooth_rgb(h, w)
     half = ((h + 1) // 2, (w + 1) // 2)
     got = infer(model, rgb, flip=False, output_size=half)  # same-size resize: identity
-    ref = depthnorm_to_depth(_pad_reference(model, model.normalize(rgb)), model.max_depth, model.min_depth)
-    ref = ref.clamp(model.min_depth, model.max_depth)
+    x = model.normalize(rgb)
+    dn = _unpadded(model, x) if multiple == 1 else _pad_reference(model, x)
+    ref = depthnorm_to_depth(dn, model.max_depth, model.min_depth).clamp(model.min_depth, model.max_depth)
     assert ((ref > model.min_depth) & (ref < model.max_depth)).float().mean() > 0.9  # not all clamped
     torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-5)
-    with torch.no_grad():
-        x = model.normalize(rgb)
-        zero = model(F.pad(x, (0, -w % 32, 0, -h % 32)))[..., : half[0], : half[1]]
-    zero = depthnorm_to_depth(zero, model.max_depth, model.min_depth)
-    assert (zero - ref).abs().max() > 1e-2  # zero padding would be visible
+    other = _pad_reference(model, x) if multiple == 1 else _unpadded(model, x)[..., : half[0], : half[1]]
+    other = depthnorm_to_depth(other, model.max_depth, model.min_depth)
+    assert (other - ref).abs().max() > 1e-2  # padding or not is visible at this size
 
 
 def test_models_package_imports_nothing_above_core():

@@ -1,7 +1,7 @@
 """The model checkpoint: a directory with `model.safetensors` + `config.json`.
 
 config.json: {"format": "transferdepth-model/1", "encoder", "decoder_width", "decoder_act_a", "bottleneck_relu",
-"input_norm", "min_depth", "max_depth" (metres), "max_depth_cm" (the same range in DenseDepth's units,
+"input_norm", "pad_multiple", "min_depth", "max_depth" (metres), "max_depth_cm" (the same range in DenseDepth's units,
 informational), "mean", "std" (the normalisation the model applies, after `input_norm`), plus free-form
 "meta" (training run, metrics)}. Writes are atomic; loading validates every field, rebuilds the exact
 architecture with the weights-free `create_model` (never touching the network) and checks every tensor.
@@ -12,6 +12,10 @@ Changelog (all still "transferdepth-model/1"; a missing key means what the code 
   bool; default false). DenseNet-161/169 models now apply ReLU to norm5 before the decoder (as DenseDepth)
   and record "bottleneck_relu": true; an older DenseNet checkpoint, without the key, loads with false and
   predicts exactly as before.
+- 0.2: "pad_multiple" (an integer >= 1; default 32). New models run any input size without padding (1:
+  only sides shorter than 32 are padded); before, every side was replicate-padded to a multiple of 32 and the
+  output cropped, so an older checkpoint, without the key, loads with 32 and predicts exactly as before. A
+  run that starts from a checkpoint (`init_checkpoint`) builds a new model: it trains, and saves, with 1.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from typing import Any
 from safetensors.torch import load_file, save_file
 
 from transferdepth.models import DepthNet, create_model, hub_source
+from transferdepth.models.depthnet import OLD_PAD_MULTIPLE
 from transferdepth.recipe import MAX_DEPTH_M, MIN_DEPTH_M
 from transferdepth.utils import atomic_write
 
@@ -43,7 +48,7 @@ def model_config(model: DepthNet) -> dict[str, Any]:
     """The architecture keys of config.json for `model` (everything `load_checkpoint` needs to rebuild it)."""
     return {"format": FORMAT, "encoder": model.encoder_name, "decoder_width": model.decoder_width,
             "decoder_act_a": model.decoder_act_a, "bottleneck_relu": model.bottleneck_relu,
-            "input_norm": model.input_norm, "min_depth": model.min_depth, "max_depth": model.max_depth,
+            "input_norm": model.input_norm, "pad_multiple": model.pad_multiple, "min_depth": model.min_depth, "max_depth": model.max_depth,
             "max_depth_cm": model.max_depth_cm, "mean": list(model.norm_mean), "std": list(model.norm_std)}
 
 
@@ -118,9 +123,13 @@ def architecture(cfg: dict[str, Any], cfg_path: str | os.PathLike = CONFIG_FILE)
     input_norm = cfg.get("input_norm", "imagenet")
     if input_norm not in INPUT_NORMS:
         raise bad("input_norm", " or ".join(repr(n) for n in INPUT_NORMS))
+    pad_multiple = cfg.get("pad_multiple", OLD_PAD_MULTIPLE)
+    if isinstance(pad_multiple, bool) or not isinstance(pad_multiple, int) or pad_multiple < 1:
+        raise bad("pad_multiple", "an integer >= 1")
     return {"encoder": encoder, "decoder_width": number("decoder_width"), "min_depth": min_depth,
             "max_depth": max_depth, "decoder_act_a": flag("decoder_act_a", True),
-            "bottleneck_relu": flag("bottleneck_relu", False), "input_norm": input_norm}
+            "bottleneck_relu": flag("bottleneck_relu", False), "input_norm": input_norm,
+            "pad_multiple": pad_multiple}
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: str = "cpu") -> DepthNet:

@@ -1,9 +1,10 @@
 """Export a trained network for deployment: ONNX or TorchScript, dynamic height and width.
 
 The exported graph is `MetricDepth`: (N,3,H,W) float32 RGB in [0,1] -> (N,1,H,W) float32 depth in metres
-at the input's size, clamped to the model's depth range (metres). Normalisation, padding to a multiple of 32, DepthNorm
-inversion and upsampling are inside; flip averaging is inside only with `flip=True` (the graph runs the
-image and its mirror as one batch of 2N and averages, as `DepthEstimator`'s default), else not.
+at the input's size, clamped to the model's depth range (metres). Normalisation, the padding a size needs (sides
+under 32; see `DepthNet`), DepthNorm inversion and upsampling are inside; flip averaging is inside only with
+`flip=True` (the graph runs the image and its mirror as one batch of 2N and averages, as `DepthEstimator`'s
+default), else not.
 The contract is stored in the ONNX metadata_props / the TorchScript archive's `transferdepth.json`
 (`transferdepth.flip`, `transferdepth.precision`, and for int8 the calibration set, method and sizes).
 
@@ -101,7 +102,7 @@ def _example() -> torch.Tensor:
 
 @contextmanager
 def _quiet() -> Iterator[None]:
-    """Silence the expected tracer warnings: DepthNet's `if pad` is always False behind MetricDepth."""
+    """Silence the expected tracer warnings (constants the tracer records, e.g. timm's same-padding arithmetic)."""
     with warnings.catch_warnings():
         for category in (torch.jit.TracerWarning, DeprecationWarning, FutureWarning):
             warnings.simplefilter("ignore", category)

@@ -3,11 +3,14 @@
 `DepthEstimator` (API, predict, serve), `evaluate`, the export wrapper, training validation and the demo
 all call `infer`, so they give the same metres for the same image:
 
-    resize to input_size (optional) -> normalise -> pad to a multiple of 32 -> forward -> crop
+    resize to input_size (optional) -> normalise -> forward at that size (N,1,ceil(H/2),ceil(W/2))
     -> DepthNorm to metres (the model's range) -> average with the mirrored prediction (optional)
     -> bilinear resize to output_size (default: the input's size) -> clamp to the model's range
 
-The padding is computed from tensor shapes, so tracing (ONNX / TorchScript export) keeps H and W dynamic.
+The network runs any size as it is (its decoder upsamples to each skip's size); `DepthNet.forward` pads
+only where a size needs it (a side under 32; every side to a multiple of 32 for checkpoints written before
+`pad_multiple`) and crops back. Sizes come from tensor shapes, so tracing (ONNX / TorchScript export) keeps
+H and W dynamic.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from transferdepth.models.depthnet import PAD_MULTIPLE, DepthNet
+from transferdepth.models.depthnet import DepthNet
 from transferdepth.recipe import depthnorm_to_depth
 
 
@@ -34,15 +37,10 @@ def rgb_to_tensor(rgbs: Sequence[np.ndarray] | np.ndarray, device: str | torch.d
 
 def _metres(model: DepthNet, x: Tensor, amp: torch.dtype | None) -> Tensor:
     """Normalised (N,3,H,W) -> (N,1,ceil(H/2),ceil(W/2)) metres, unclamped beyond DepthNorm's range."""
-    h, w = x.shape[-2], x.shape[-1]
-    ph = (h + PAD_MULTIPLE - 1) // PAD_MULTIPLE * PAD_MULTIPLE - h
-    pw = (w + PAD_MULTIPLE - 1) // PAD_MULTIPLE * PAD_MULTIPLE - w
-    x = F.pad(x, (0, pw, 0, ph), mode="replicate")
     ctx = torch.autocast(x.device.type, dtype=amp) if amp is not None else nullcontext()
     with ctx:
         dn = model(x)
-    dn = dn[..., : (h + 1) // 2, : (w + 1) // 2].float()
-    return depthnorm_to_depth(dn, model.max_depth, model.min_depth)
+    return depthnorm_to_depth(dn.float(), model.max_depth, model.min_depth)
 
 
 @torch.no_grad()

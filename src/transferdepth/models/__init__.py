@@ -30,18 +30,20 @@ def create_model(encoder: str, decoder_width: float = 0.5, *,
                  encoder_state: dict[str, torch.Tensor] | None = None, min_depth: float = MIN_DEPTH_M,
                  max_depth: float = MAX_DEPTH_M, decoder_act_a: bool = True, bottleneck_relu: bool | None = None,
                  decoder_init: str = "torch", bn_momentum: float | None = None,
-                 input_norm: str = "imagenet") -> DepthNet:
+                 input_norm: str = "imagenet", pad_multiple: int = 1) -> DepthNet:
     """A DenseDepth network: (N,3,H,W) normalised RGB -> (N,1,H/2,W/2) DepthNorm. Never downloads anything.
 
     encoder_state: the encoder's full ImageNet classifier state dict (loaded strictly), or None = random init.
     min_depth, max_depth: the model's depth range in metres (DenseDepth's NYU range by default).
     decoder_act_a, bottleneck_relu, decoder_init, input_norm: see `DepthNet` / docs/faithfulness.md.
+    pad_multiple: 1 = no padding for sides >= 32 (new models); 32 = every side padded to a multiple of 32
+    (checkpoints written before the key existed). See `DepthNet`.
     bn_momentum: BatchNorm momentum of the encoder (torch convention; Keras' 0.99 is 0.01); None keeps 0.1.
     """
     spec = get_spec(encoder)
     model = DepthNet(build_encoder(encoder, encoder_state), spec, decoder_width, min_depth, max_depth,
                      decoder_act_a=decoder_act_a, bottleneck_relu=bottleneck_relu, decoder_init=decoder_init,
-                     input_norm=input_norm)
+                     input_norm=input_norm, pad_multiple=pad_multiple)
     if bn_momentum is not None:
         for m in model.modules():
             if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):

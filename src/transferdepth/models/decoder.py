@@ -29,7 +29,9 @@ class UpBlock(nn.Module):
 
 
 class DenseDepthDecoder(nn.Module):
-    """Decoder over features at strides (2, 4, 8, 16, 32) -> (N,1,H/2,W/2) DepthNorm.
+    """Decoder over features at strides (2, 4, 8, 16, 32) -> (N,1,H2,W2) DepthNorm, (H2,W2) the stride-2 skip's
+    size (or ceil(H/2) x ceil(W/2) without one). Each up-block upsamples to its skip's exact size, so any input
+    size works.
 
     skip_channels: channels at strides 2, 4, 8, 16 (0 where the encoder has no feature at that stride;
     the block then upsamples without concatenation). bottleneck: channels at stride 32.
@@ -65,6 +67,7 @@ class DenseDepthDecoder(nn.Module):
         x = self.conv2(bottleneck)
         for block, stride in ((self.up1, 16), (self.up2, 8), (self.up3, 4), (self.up4, 2)):
             skip = skips.get(stride)
-            target = skip.shape[-2:] if skip is not None else (h // stride, w // stride)
+            # no skip at this stride: ceil, as a padded stride-2 conv gives (so the output is ceil(H/2) x ceil(W/2))
+            target = skip.shape[-2:] if skip is not None else ((h + stride - 1) // stride, (w + stride - 1) // stride)
             x = block(x, skip, target)
         return self.conv3(x)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -10,14 +12,27 @@ from transferdepth.models.decoder import DenseDepthDecoder
 from transferdepth.models.encoders import EncoderSpec
 from transferdepth.recipe import MAX_DEPTH_M, MIN_DEPTH_M, check_depth_range
 
-PAD_MULTIPLE = 32
+MIN_SIDE = 32  # the encoders' total stride: a shorter side is padded up to it (the stride-32 feature is >= 1x1)
+OLD_PAD_MULTIPLE = 32  # checkpoints written before `pad_multiple` existed padded every side to a multiple of 32
+
+
+def pad_amount(n: int | torch.Tensor, multiple: int) -> int | torch.Tensor:
+    """Pixels to add to a side of `n` pixels: up to a multiple of `multiple`, and to at least MIN_SIDE.
+
+    `n` is an int, or a 0-d tensor while tracing (ONNX / TorchScript export), which keeps the amount dynamic."""
+    target = (n + multiple - 1) // multiple * multiple
+    target = torch.clamp(target, min=MIN_SIDE) if isinstance(target, torch.Tensor) else max(target, MIN_SIDE)
+    return target - n
 
 
 class DepthNet(nn.Module):
     """forward: (N,3,H,W) normalised RGB -> (N,1,ceil(H/2),ceil(W/2)) DepthNorm (max_depth / depth).
 
-    Inputs whose sides are not multiples of 32 are padded (replicate, bottom/right) and the output is
-    cropped back, so any size works. `min_depth`, `max_depth` (metres) are the model's depth range: the
+    Any size runs as it is: the decoder upsamples to each skip's size (as DenseDepth's PyTorch port), so no
+    padding happens for sides >= 32. Padding (replicate, bottom/right, output cropped back) happens only where
+    a size needs it: a side shorter than 32 (MIN_SIDE), an odd side for an encoder whose stride-2 feature rounds
+    down (`EncoderSpec.half_floor`; none of the registered ones), and, with `pad_multiple` > 1, every side to a
+    multiple of it (32: what checkpoints written before the key existed did; they load with it). `min_depth`, `max_depth` (metres) are the model's depth range: the
     DepthNorm scale and the clamp of every prediction (`transferdepth.inference.infer` gives metres).
 
     decoder_act_a: LeakyReLU after each up-block's convA (DenseDepth since March 2019; False = the paper's nyu.h5).
@@ -30,8 +45,11 @@ class DepthNet(nn.Module):
     def __init__(self, encoder: nn.Module, spec: EncoderSpec, decoder_width: float = 0.5,
                  min_depth: float = MIN_DEPTH_M, max_depth: float = MAX_DEPTH_M, *, decoder_act_a: bool = True,
                  bottleneck_relu: bool | None = None, decoder_init: str = "torch",
-                 input_norm: str = "imagenet"):
+                 input_norm: str = "imagenet", pad_multiple: int = 1):
         super().__init__()
+        if isinstance(pad_multiple, bool) or not isinstance(pad_multiple, int) or pad_multiple < 1:
+            raise ValueError(f"pad_multiple must be an integer >= 1, got {pad_multiple!r}")
+        self.pad_multiple = pad_multiple
         self.encoder = encoder
         self.spec = spec
         self.encoder_name = spec.name
@@ -55,17 +73,24 @@ class DepthNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h, w = x.shape[-2:]
-        ph, pw = (-h) % PAD_MULTIPLE, (-w) % PAD_MULTIPLE
-        if ph or pw:
+        ph, pw = pad_amount(h, self._align), pad_amount(w, self._align)
+        # while tracing, h and w are graph values: pad and crop always (by 0 where nothing is needed)
+        padded = torch.jit.is_tracing() or bool(ph or pw)
+        if padded:
             x = F.pad(x, (0, pw, 0, ph), mode="replicate")
         feats = self.encoder(x)
         if self.bottleneck_relu:
             feats = [*feats[:-1], F.relu(feats[-1])]
         skips = dict(zip(self._skip_strides, feats[:-1]))
         out = self.decoder(skips, feats[-1], x.shape[-2:])
-        if ph or pw:
+        if padded:
             out = out[..., : (h + 1) // 2, : (w + 1) // 2]
         return out
+
+    @property
+    def _align(self) -> int:
+        """Sides are padded to a multiple of this (and to at least MIN_SIDE)."""
+        return math.lcm(self.pad_multiple, 2) if self.spec.half_floor else self.pad_multiple
 
     def normalize(self, rgb01: torch.Tensor) -> torch.Tensor:
         """(N,3,H,W) RGB in [0,1] -> the encoder's normalised input."""

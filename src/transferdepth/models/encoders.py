@@ -51,6 +51,9 @@ class EncoderSpec:
     mirror: Mirror | None = None
     paper: bool = False  # one of the study's five encoders
     bottleneck_relu: bool = False  # apply ReLU to the bottleneck feature before the decoder (DenseDepth's DenseNets)
+    # the stride-2 feature of an odd side S has floor(S/2) pixels (a stride-2 layer without padding, e.g. a 2x2
+    # patch conv), not ceil(S/2) (a padded conv); DepthNet then pads odd sides by one to keep ceil(H/2) x ceil(W/2)
+    half_floor: bool = False
     extras: dict = field(default_factory=dict)
 
     @property
@@ -272,7 +275,8 @@ def _timm_create(model_name: str, **kwargs) -> nn.Module:
                          f"(features_only=True failed: {type(e).__name__}: {e})") from None
 
 
-def _timm_skips(model_name: str) -> tuple[FeatureInfo, ...]:
+def _timm_skips(model_name: str) -> tuple[tuple[FeatureInfo, ...], bool]:
+    """(the model's features, whether its stride-2 feature rounds odd sides down: see EncoderSpec.half_floor)."""
     model = _timm_create(model_name, features_only=True)
     info = model.feature_info
     skips = tuple(FeatureInfo(str(m), int(c), int(r)) for m, c, r in
@@ -283,7 +287,16 @@ def _timm_skips(model_name: str) -> tuple[FeatureInfo, ...]:
         raise ValueError(
             f"timm model '{model_name}' gives features at strides {strides}; the DenseDepth decoder needs "
             "increasing strides from {2, 4, 8, 16, 32} ending at 32 (a CNN-style pyramid)")
-    return skips
+    half_floor = False
+    if strides[0] == 2:  # measure it: one small odd-sized forward pass
+        try:
+            with torch.no_grad():
+                first = model.eval()(torch.zeros(1, 3, 65, 65))[0]
+        except Exception as e:  # e.g. a model built for one fixed input size
+            raise ValueError(f"timm model '{model_name}' cannot run at other input sizes "
+                             f"(a 65x65 input failed: {type(e).__name__}: {e})") from None
+        half_floor = tuple(first.shape[-2:]) != (33, 33)
+    return skips, half_floor
 
 
 def _timm_spec(name: str, timm_name: str | None = None, mirror: Mirror | None = None,
@@ -297,9 +310,10 @@ def _timm_spec(name: str, timm_name: str | None = None, mirror: Mirror | None = 
         cfg = None
     mean = tuple(cfg.mean) if cfg is not None and cfg.mean else IMAGENET_MEAN
     std = tuple(cfg.std) if cfg is not None and cfg.std else IMAGENET_STD
+    skips, half_floor = _timm_skips(model_name)
     return EncoderSpec(
-        name, lambda: _timm_create(model_name), _timm_skips(model_name), mean, std,
-        hub=f"timm:{model_name}", mirror=mirror, paper=paper, extras={"timm": model_name},
+        name, lambda: _timm_create(model_name), skips, mean, std,
+        hub=f"timm:{model_name}", mirror=mirror, paper=paper, half_floor=half_floor, extras={"timm": model_name},
     )
 
 
