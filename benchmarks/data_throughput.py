@@ -235,7 +235,7 @@ def training(path: Path, args: argparse.Namespace) -> None:
                       num_workers=2, train_data=f"nyu-zip:{path}", seed=0)
     torch.manual_seed(0)
     model = build(cfg).to(device).train()
-    step = TrainStep(model, model, make_optimizer(cfg, model.parameters()), cfg, device, None)
+    step = TrainStep(model, model, make_optimizer(cfg, model), cfg, device, None)
     norm = tdata.normalization(model)
     train_ds, _ = tdata.open_train_data(cfg, model)
     sampler = DistributedSampler(train_ds, num_replicas=1, rank=0, shuffle=True, seed=cfg.seed, drop_last=True)
