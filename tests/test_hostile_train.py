@@ -137,10 +137,9 @@ def weight_made_non_finite_by_a_step_stops_before_its_checkpoint(ctx):
 def infinite_gradient_with_finite_loss_is_skipped_without_grad_clip(ctx):
     real = tstep.make_optimizer
 
-    def make(cfg, params):
-        params = list(params)
-        params[-1].register_hook(lambda g: g * float("inf"))
-        return real(cfg, params)
+    def make(cfg, model):
+        list(model.parameters())[-1].register_hook(lambda g: g * float("inf"))
+        return real(cfg, model)
     ctx.monkeypatch.setattr(tstep, "make_optimizer", make)
     with pytest.raises(TrainingDiverged, match="2 steps in a row"):
         train(_cfg(max_steps=3, nan_patience=2), ctx.tmp / "r")
