@@ -16,3 +16,18 @@ def tiny_model(seed: int = 0):
         model.decoder.conv3.weight.mul_(100.0)
         model.decoder.conv3.bias.fill_(2.8)
     return model
+
+
+def hooked_make_optimizer(on_optimizer):
+    """A stand-in for `train.step.make_optimizer` that builds the real optimizer, then hands it to
+    `on_optimizer(opt)` (to register step hooks) before training uses it; monkeypatch it into `train.step`."""
+    from transferdepth.train import step as tstep
+
+    real = tstep.make_optimizer
+
+    def make(cfg, model):
+        opt = real(cfg, model)
+        on_optimizer(opt)
+        return opt
+
+    return make

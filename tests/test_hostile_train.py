@@ -12,6 +12,7 @@ import types
 import numpy as np
 import pytest
 import torch
+from helpers import hooked_make_optimizer
 from PIL import Image
 from safetensors.torch import load_file
 
@@ -54,20 +55,14 @@ def _intact(run):
 
 
 def _poisoning_optimizer(at_step):
-    real = tstep.make_optimizer
+    calls = [0]
 
-    def make(cfg, params):
-        opt = real(cfg, params)
-        calls = [0]
-
-        def hook(optimizer, args, kwargs):
-            calls[0] += 1
-            if calls[0] == at_step:
-                with torch.no_grad():
-                    optimizer.param_groups[0]["params"][0].view(-1)[0] = float("nan")
-        opt.register_step_post_hook(hook)
-        return opt
-    return make
+    def hook(optimizer, args, kwargs):
+        calls[0] += 1
+        if calls[0] == at_step:
+            with torch.no_grad():
+                optimizer.param_groups[0]["params"][0].view(-1)[0] = float("nan")
+    return hooked_make_optimizer(lambda opt: opt.register_step_post_hook(hook))
 
 
 # --- item 1: --overwrite never loses the old run; nothing deleted outside --out ----------------------------------

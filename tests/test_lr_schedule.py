@@ -8,6 +8,7 @@ import math
 
 import pytest
 import torch
+from helpers import hooked_make_optimizer
 from safetensors.torch import load_file
 
 from transferdepth.config import ConfigError, load_config
@@ -52,23 +53,14 @@ def test_encoder_group_gets_the_multiplied_lr():
     assert len(tstep.make_optimizer(_cfg(), model).param_groups) == 1  # default: one group, as before
 
 
-def test_training_applies_the_schedule_each_step(tmp_path):
+def test_training_applies_the_schedule_each_step(tmp_path, monkeypatch):
     """The lr the optimizer holds at each step (history.jsonl) follows lr x lr_factor; encoder x mult."""
     seen = []
-    real = tstep.make_optimizer
-
-    def make(cfg, model):
-        opt = real(cfg, model)
-        opt.register_step_pre_hook(lambda o, a, k: seen.append([g["lr"] for g in o.param_groups]))
-        return opt
-
-    mp = pytest.MonkeyPatch()
-    mp.setattr(tstep, "make_optimizer", make)
-    try:
-        cfg = _cfg(warmup_ratio=0.375, lr_schedule="cosine", encoder_lr_mult=0.25)  # 3 of 8 steps
-        train(cfg, tmp_path / "r")
-    finally:
-        mp.undo()
+    monkeypatch.setattr(tstep, "make_optimizer", hooked_make_optimizer(lambda opt: opt.register_step_pre_hook(
+        lambda o, a, k: seen.append([g["lr"] for g in o.param_groups]))))
+    cfg = _cfg(warmup_ratio=0.375, lr_schedule="cosine", encoder_lr_mult=0.25)  # 3 of 8 steps
+    train(cfg, tmp_path / "r")
+    monkeypatch.undo()
     want = [1e-3 * tstep.lr_factor(s, 8, cfg) for s in range(8)]
     assert [d for d, _ in seen] == pytest.approx(want, rel=1e-12)
     assert [e for _, e in seen] == pytest.approx([0.25 * w for w in want], rel=1e-12)
@@ -80,32 +72,22 @@ class _Interrupt(Exception):
     pass
 
 
-def test_resume_under_a_schedule_is_exact(tmp_path):
+def test_resume_under_a_schedule_is_exact(tmp_path, monkeypatch):
     """Cosine + warm-up + two groups: interrupted after step 4 (checkpoint at 4), resumed to 8 == 8 in one
     go, bit-equal weights. (The schedule spans the run's max_steps, so the interrupted run must have 8 too.)"""
     kw = dict(warmup_ratio=0.25, lr_schedule="cosine", encoder_lr_mult=0.1, ckpt_every=4)
     train(_cfg(**kw), tmp_path / "full")
-    real = tstep.make_optimizer
+    calls = [0]
 
-    def make(cfg, model):
-        opt = real(cfg, model)
-        calls = [0]
+    def stop(o, a, k):
+        calls[0] += 1
+        if calls[0] == 5:
+            raise _Interrupt
 
-        def stop(o, a, k):
-            calls[0] += 1
-            if calls[0] == 5:
-                raise _Interrupt
-
-        opt.register_step_pre_hook(stop)
-        return opt
-
-    mp = pytest.MonkeyPatch()
-    mp.setattr(tstep, "make_optimizer", make)
-    try:
-        with pytest.raises(_Interrupt):
-            train(_cfg(**kw), tmp_path / "split")
-    finally:
-        mp.undo()
+    monkeypatch.setattr(tstep, "make_optimizer", hooked_make_optimizer(lambda opt: opt.register_step_pre_hook(stop)))
+    with pytest.raises(_Interrupt):
+        train(_cfg(**kw), tmp_path / "split")
+    monkeypatch.undo()
     assert json.loads((tmp_path / "split" / "history.jsonl").read_text().splitlines()[-1])["step"] == 4
     assert train(_cfg(**kw), tmp_path / "split", resume=True).steps == 8
     a = load_file(tmp_path / "full" / "checkpoint" / "model.safetensors")

@@ -23,6 +23,16 @@ from transferdepth.utils import atomic_write  # noqa: E402
 CMAP = "plasma"
 
 
+def _save_loss_plot(fig: Any, ax: Any, title: str, path: str | os.PathLike) -> Path:
+    """Label a loss-curve axis (step, the DenseDepth loss in DepthNorm), add the legend, save."""
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss (0.1 L1 + L1 grad + (1-SSIM)/2, DepthNorm)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    return _save(fig, path)
+
+
 def _save(fig: plt.Figure, path: str | os.PathLike) -> Path:
     path = Path(path)
     with atomic_write(path) as tmp:
@@ -44,12 +54,7 @@ def plot_loss_curves(histories: dict[str, list[dict[str, Any]]], path: str | os.
         k = max(1, len(loss) // 20)
         smooth = np.convolve(loss, np.ones(k) / k, mode="valid")
         ax.plot(steps[k - 1:], smooth, color=line.get_color(), linewidth=2, label=label)
-    ax.set_xlabel("step")
-    ax.set_ylabel("loss (0.1 L1 + L1 grad + (1-SSIM)/2, DepthNorm)")
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend()
-    return _save(fig, path)
+    return _save_loss_plot(fig, ax, title, path)
 
 
 def plot_prediction_grid(rgbs: Sequence[np.ndarray], gts: Sequence[np.ndarray],
@@ -197,9 +202,4 @@ def plot_loss_bands(histories: dict[str, list[list[dict[str, Any]]]], path: str 
         smooth = np.convolve(mean, np.ones(k) / k, mode="valid")
         line, = ax.plot(steps[k - 1:], smooth, linewidth=2, label=f"{label} (n={len(curves)})")
         ax.fill_between(steps, mean - sd, mean + sd, color=line.get_color(), alpha=0.2, linewidth=0)
-    ax.set_xlabel("step")
-    ax.set_ylabel("loss (0.1 L1 + L1 grad + (1-SSIM)/2, DepthNorm)")
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend()
-    return _save(fig, path)
+    return _save_loss_plot(fig, ax, title, path)
