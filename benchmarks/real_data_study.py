@@ -43,10 +43,11 @@ OFFICE = "rgbd:sun3d-office"
 
 
 def recipe_config(encoder: str = "mobilenetv2", steps: int = STEPS,
-                  overrides: dict[str, Any] | None = None) -> TrainConfig:
-    """The study's training config (128x96, batch 8, `steps` steps, the default recipe; the seed, pretrained
-    flag and a row's recipe are set per run by run_grid). `overrides`: config keys (e.g. `recipe`) on top."""
-    return load_config(overrides=dict(encoder=encoder, height=SIZE[0], width=SIZE[1], batch_size=8,
+                  overrides: dict[str, Any] | None = None, size: tuple[int, int] = SIZE) -> TrainConfig:
+    """The study's training config (`size` (H, W), default 128x96, batch 8, `steps` steps, the default
+    recipe; the seed, pretrained flag and a row's recipe are set per run by run_grid). `overrides`: config
+    keys (e.g. `recipe`, `batch_size`, `amp`) on top."""
+    return load_config(overrides=dict(encoder=encoder, height=size[0], width=size[1], batch_size=8,
                                       max_steps=steps, num_workers=0, log_every=10, tensorboard=False,
                                       progress=False, ckpt_every=10**6) | (overrides or {}))
 
@@ -59,18 +60,21 @@ def eval_sets(kitchen: Any = KITCHEN_HELD, office: Any = OFFICE, limit: int | No
 
 
 def fine_tune(variants, seeds, out: Path, *, steps: int = STEPS, tests: list[EvalSet] | None = None,
-              kitchen_train: Any = None, log=None, overrides: dict[str, Any] | None = None) -> list[Run]:
-    """Fine-tune each variant per seed on 7-Scenes frames < 800 with the study's recipe (run_grid: finished
-    runs in `out` are reused) and evaluate each (torch engine) on `tests` (default `eval_sets()`)."""
-    kitchen_train = InMemory(open_dataset(TRAIN), SIZE) if kitchen_train is None else kitchen_train
+              kitchen_train: Any = None, log=None, overrides: dict[str, Any] | None = None,
+              size: tuple[int, int] = SIZE, device: str = "cpu") -> list[Run]:
+    """Fine-tune each variant per seed on 7-Scenes frames < 800 at `size` (H, W) with the study's recipe
+    (run_grid: finished runs in `out` are reused) and evaluate each (torch engine, at `size`) on `tests`
+    (default `eval_sets()`)."""
+    kitchen_train = InMemory(open_dataset(TRAIN), size) if kitchen_train is None else kitchen_train
 
     def dataset(cfg):
         spec = get_spec(cfg.encoder)
-        return TransformedDataset(kitchen_train, TrainTransform(spec.mean, spec.std, SIZE, cfg.flip_p, cfg.swap_p),
+        return TransformedDataset(kitchen_train, TrainTransform(spec.mean, spec.std, size, cfg.flip_p, cfg.swap_p),
                                   seed=cfg.seed)
 
-    return run_grid(variants, list(seeds), recipe_config(steps=steps, overrides=overrides), out, tests or eval_sets(),
-                    train_dataset=dataset, data_key=f"{TRAIN}@{SIZE[0]}x{SIZE[1]}", device="cpu", log=log)
+    return run_grid(variants, list(seeds), recipe_config(steps=steps, overrides=overrides, size=size), out,
+                    tests or eval_sets(), train_dataset=dataset, data_key=f"{TRAIN}@{size[0]}x{size[1]}",
+                    device=device, log=log)
 
 
 def run_study(seeds, out: Path, log=None, variants=VARIANTS, overrides: dict[str, Any] | None = None) -> dict[str, Any]:

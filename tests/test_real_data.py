@@ -32,6 +32,7 @@ MAX_KITCHEN_RATIO_FINETUNE = 0.45
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(2400)  # 9 short trainings: 218 s on a quiet 2-core CPU
 def test_imagenet_pretraining_transfers_to_real_depth(rgbd_root, tmp_path):
     study = run_study(SEEDS, tmp_path / "study")
     per_seed = figures(study)
