@@ -2,6 +2,7 @@
 
     PYTHONPATH=src python benchmarks/quantization.py [--encoders mobilenetv2,efficientnet_lite0] [--seeds 0]
         [--workdir /tmp/quantization] [--calibration-count 32] [--settings default] [--no-bad-calibration]
+        [--recipe finetune]
 
 Protocol (issue 13 item 3). Fine-tuning is the real-data study's recipe (benchmarks/real_data_study.py,
 `fine_tune`: ImageNet-pretrained encoder, 7-Scenes redkitchen frames < 800 at 128x96, batch 8, 100 steps,
@@ -126,6 +127,7 @@ def main() -> None:
     ap.add_argument("--settings", default="default", help=f"comma-separated: {', '.join(SETTINGS)}")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--no-bad-calibration", action="store_true", help="skip the one-black-image row")
+    ap.add_argument("--recipe", default=None, help="fine-tune with this preset (e.g. finetune; default: densedepth)")
     args = ap.parse_args()
     settings = args.settings.split(",")
     unknown = [s for s in settings if s not in SETTINGS]
@@ -135,7 +137,8 @@ def main() -> None:
     print(f"load average at start: {os.getloadavg()[0]:.2f}", flush=True)
     t0 = time.perf_counter()
     tests = eval_sets(cached(KITCHEN_HELD), cached(OFFICE))
-    variants = [Variant(e, e, True) for e in args.encoders.split(",")]
+    variants = [Variant(e + (f"@{args.recipe}" if args.recipe else ""), e, True, args.recipe)
+                for e in args.encoders.split(",")]
     runs = fine_tune(variants, [int(s) for s in args.seeds.split(",")], work / "runs", steps=args.steps, tests=tests,
                      log=lambda m: print(m, flush=True))
     bad = black_folder(work / "black")

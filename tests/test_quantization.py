@@ -5,10 +5,15 @@ code: the real-data study's `fine_tune`, `export_onnx`, the ONNX engine scored b
 weights fine-tuned STEPS steps at 128x96 on 7-Scenes redkitchen frames < 800 (seed 0), exported fp32 and int8
 (export's default settings, calibrated on 32 training frames at 96x128), both run on the ONNX engine and
 scored on 7-Scenes frames >= 800 (metric) and SUN3D office (median-scaled).
-- good calibration: |delta1 change| <= 0.02 and |abs rel change| <= 0.01 on both sets (two-sided: a bad
-  calibration can move delta1 either way);
+- good calibration, on both sets: delta1 drops by at most 0.02 (the issue's bound) and abs rel moves by at
+  most 0.02 either way (a bad calibration can push depth up or down);
 - one black image as the calibration set: the same bound is violated (proof that the check can fail).
-Figures that set the bounds: docs/using.md ("int8 accuracy on real data").
+Figures that set the bounds (docs/using.md, "int8 accuracy on real data"): good calibrations at seeds 0, 1, 2
+change delta1 by -0.0048, -0.0052, +0.0371 (a rise: MobileNetV2's depth sits at delta1's 1.25 threshold, so a
+1% change of scale moves it by about 0.03; a two-sided delta1 bound would fail seed 2) and abs rel by at
+most 0.0092; one black image drops kitchen delta1 by 0.082, 0.155, 0.027 and raises its abs rel by 0.034,
+0.071, 0.030. CI runs seed 0; the margins hold at every seed measured, so another CPU kind's slightly
+different fine-tune stays inside them.
 """
 
 from __future__ import annotations
@@ -34,12 +39,12 @@ from quantization import (  # noqa: E402
 from real_data_study import KITCHEN_HELD, OFFICE, eval_sets, fine_tune  # noqa: E402
 
 STEPS = 100  # the study's recipe (real_data_study.STEPS)
-MAX_D1_CHANGE, MAX_ABS_REL_CHANGE = 0.02, 0.01
+MAX_D1_DROP, MAX_ABS_REL_CHANGE = 0.02, 0.02
 
 
 def within_bound(delta: dict[str, dict[str, float]]) -> bool:
-    """Both test sets: |delta1 change| <= MAX_D1_CHANGE and |abs rel change| <= MAX_ABS_REL_CHANGE."""
-    return all(abs(d["d1"]) <= MAX_D1_CHANGE and abs(d["abs_rel"]) <= MAX_ABS_REL_CHANGE for d in delta.values())
+    """Both test sets: delta1 change >= -MAX_D1_DROP and |abs rel change| <= MAX_ABS_REL_CHANGE."""
+    return all(d["d1"] >= -MAX_D1_DROP and abs(d["abs_rel"]) <= MAX_ABS_REL_CHANGE for d in delta.values())
 
 
 @pytest.fixture(scope="module")
