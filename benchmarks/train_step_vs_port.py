@@ -1,14 +1,15 @@
 """Our full training step against DenseDepth's PyTorch port on the same model, in one process, alternating.
 
     python benchmarks/train_step_vs_port.py [--sizes 240x320,480x640] [--batch 4] [--threads 2]
-                                            [--repeats 5] [--warmup 2] [--old] [--infer 480x640|none]
+                                            [--repeats 5] [--warmup 2] [--old] [--nchw] [--infer 480x640|none]
                                             [--profile]
     python benchmarks/train_step_vs_port.py --quick      # 240x320, 3 repeats, 1 warm-up, no inference
 
 Model: DenseNet-169 (torchvision, random init: nothing is downloaded), decoder width 1.0 (the paper's 42.6M
 parameters, the `densedepth-2018` recipe: no activation after convA).
 
-- ours: `transferdepth.train.TrainStep` exactly as training runs it with `--recipe densedepth-2018`: DepthNet
+- ours: `transferdepth.train.TrainStep` exactly as training runs it with `--recipe densedepth-2018`
+  (channels_last memory, the default): DepthNet
   (no input padding since `pad_multiple`; sides under 32 only), the full loss (L1 + gradient term + SSIM,
   masked), the NaN guard (finiteness of the loss, of every gradient and of every weight), Adam with AMSGrad
   (`make_optimizer`, torch's default implementation).
@@ -18,7 +19,9 @@ parameters, the `densedepth-2018` recipe: no activation after convA).
   LeakyReLU(0.2), then a 3x3 conv to one channel), the port's loss (0.1 x L1 + clamp((1 - SSIM) / 2) with an
   11x11 Gaussian window, no gradient term, no mask) and plain Adam; `loss.item()` once per step, as its
   training loop logs it.
-- ours-pad32 (`--old`): ours with `pad_multiple=32`, i.e. every side padded to a multiple of 32 as all models
+- ours-nchw (`--nchw`): ours with `channels_last: false` (NCHW memory, as before channels_last became the
+  default; the port runs NCHW).
+- ours-pad32 (`--old`): ours, NCHW, with `pad_multiple=32`, i.e. every side padded to a multiple of 32 as all models
   did before (and checkpoints written before the key still do).
 
 Each timed round runs one step of every variant in turn (the order rotates each round), so machine load hits
@@ -155,14 +158,20 @@ class PortStep:
 # --- ours -------------------------------------------------------------------------------------------------
 
 
-def our_step(h: int, w: int, batch: int, pad_multiple: int = 1) -> tuple[TrainStep, nn.Module]:
+def our_step(h: int, w: int, batch: int, pad_multiple: int = 1,
+             channels_last: bool = True) -> tuple[TrainStep, nn.Module]:
     cfg = TrainConfig(**{**PRESETS["densedepth-2018"], "recipe": "densedepth-2018", "encoder": "densenet169",
-                         "pretrained": False, "height": h, "width": w, "batch_size": batch, "device": "cpu"})
+                         "pretrained": False, "height": h, "width": w, "batch_size": batch, "device": "cpu",
+                         "channels_last": channels_last})
     model = build(cfg).train()
     model.pad_multiple = pad_multiple
+    if channels_last:  # as the training loop does with `channels_last: true`
+        model.to(memory_format=torch.channels_last)
     step = TrainStep(model, model, make_optimizer(cfg, model), cfg, torch.device("cpu"), None)
 
     def run(x, depth, valid):
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
         applied, _ = step(x, depth, valid)
         assert applied, "a benchmark step was skipped as non-finite"
 
@@ -211,7 +220,9 @@ def compare_training(h: int, w: int, args, peak_mm: float, peak_conv: float) -> 
     torch.manual_seed(0)
     variants: dict[str, tuple[Callable, nn.Module]] = {"ours": our_step(h, w, args.batch)}
     if args.old:
-        variants["ours-pad32"] = our_step(h, w, args.batch, pad_multiple=32)
+        variants["ours-pad32"] = our_step(h, w, args.batch, pad_multiple=32, channels_last=False)
+    if args.nchw:
+        variants["ours-nchw"] = our_step(h, w, args.batch, channels_last=False)
     port = PortModel().train()
     variants["port"] = (PortStep(port), port)
     g = torch.Generator().manual_seed(1)
@@ -302,6 +313,7 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--infer", default="480x640", help="HxW for the inference comparison, or 'none'")
     ap.add_argument("--old", action="store_true", help="also time ours with pad_multiple=32 (before this change)")
+    ap.add_argument("--nchw", action="store_true", help="also time ours with `channels_last: false` (NCHW)")
     ap.add_argument("--profile", action="store_true", help="torch.profiler table of one step per variant")
     ap.add_argument("--quick", action="store_true", help="240x320 only, 3 repeats, 1 warm-up, no inference")
     ap.add_argument("--verbose", action="store_true", help="print every round's times")

@@ -61,7 +61,8 @@ def _poisoning_optimizer(at_step):
         calls[0] += 1
         if calls[0] == at_step:
             with torch.no_grad():
-                optimizer.param_groups[0]["params"][0].view(-1)[0] = float("nan")
+                p = optimizer.param_groups[0]["params"][0]
+                p[(0,) * p.dim()] = float("nan")  # in place whatever the memory layout (channels_last)
     return hooked_make_optimizer(lambda opt: opt.register_step_post_hook(hook))
 
 

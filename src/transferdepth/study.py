@@ -53,7 +53,8 @@ SEED_COLUMNS = ("encoder", "seeds", "d1", "d2", "d3", "abs_rel", "rmse", "log10"
 EVAL_FILE = "eval.json"
 VARIANT_SUFFIXES = {"scratch": False, "pretrained": True}
 # config keys that do not change what a run learns (not compared when deciding whether a run can be reused)
-_IRRELEVANT = ("progress", "num_workers", "tensorboard", "ckpt_every")
+# keys that do not change what a run learns (channels_last: the memory layout, same maths, other rounding)
+_IRRELEVANT = ("progress", "num_workers", "tensorboard", "ckpt_every", "channels_last")
 
 
 def model_gflops(model: DepthNet, height: int, width: int) -> float:

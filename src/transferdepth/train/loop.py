@@ -109,20 +109,23 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = False, overwrite
     """
     out = Path(out_dir)
     cfg = resolve_config(cfg)
-    rank, world, local_rank = setup.dist_setup(cfg.device)
-    device = setup.train_device(cfg.device, local_rank)
-    replace = tstate.prepare_out_dir(out, cfg, resume, overwrite) if rank == 0 else False
-    run = _set_up(cfg, out, resume, train_dataset, device, rank, world)
-    replacement = tstate.RunReplacement(out) if replace else None
-    if replacement is not None:
-        replacement.begin()
-    setup.barrier()
+    rank, world, local_rank, owned = setup.dist_setup(cfg.device)
     try:
-        return _train_run(run, replacement)
-    except BaseException:
+        device = setup.train_device(cfg.device, local_rank)
+        replace = tstate.prepare_out_dir(out, cfg, resume, overwrite) if rank == 0 else False
+        run = _set_up(cfg, out, resume, train_dataset, device, rank, world)
+        replacement = tstate.RunReplacement(out) if replace else None
         if replacement is not None:
-            replacement.rollback()
-        raise
+            replacement.begin()
+        setup.barrier()
+        try:
+            return _train_run(run, replacement)
+        except BaseException:
+            if replacement is not None:
+                replacement.rollback()
+            raise
+    finally:
+        setup.dist_teardown(owned)
 
 
 def _set_up(cfg: TrainConfig, out: Path, resume: bool, train_dataset: Dataset | None, device: torch.device,

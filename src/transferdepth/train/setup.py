@@ -13,15 +13,24 @@ from transferdepth.config import ConfigError, TrainConfig
 from transferdepth.utils import resolve_device
 
 
-def dist_setup(device: str) -> tuple[int, int, int]:
-    """(rank, world size, local rank); initialises the process group under torchrun (nccl on CUDA, else gloo)."""
+def dist_setup(device: str) -> tuple[int, int, int, bool]:
+    """(rank, world size, local rank, owned); initialises the process group under torchrun (nccl on CUDA, else
+    gloo). owned: this call created the group, so the caller destroys it (`dist_teardown`) when done."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world > 1 and not dist.is_initialized():
+    owned = world > 1 and not dist.is_initialized()
+    if owned:
         on_cuda = device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
         dist.init_process_group("nccl" if on_cuda else "gloo")
     if dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0"))
-    return 0, 1, 0
+        return dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")), owned
+    return 0, 1, 0, False
+
+
+def dist_teardown(owned: bool) -> None:
+    """Destroy the process group `dist_setup` created. Left to interpreter exit, gloo's threads can abort the
+    process ("terminate called without an active exception", SIGABRT) after training has finished."""
+    if owned and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def train_device(name: str, local_rank: int) -> torch.device:
