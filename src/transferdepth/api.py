@@ -31,7 +31,7 @@ from transferdepth.imageio import (  # noqa: F401  (ImageError, load_image: publ
     load_image,
     pil_to_rgb,
 )
-from transferdepth.inference import infer, rgb_to_tensor
+from transferdepth.inference import CHANNELS_LAST_DEVICES, infer, rgb_to_tensor
 from transferdepth.models import DepthNet
 from transferdepth.utils import resolve_device
 
@@ -55,6 +55,7 @@ class DepthEstimator:
     side of the 640x480 frames NYU models are trained on (far above it, objects look larger to the
     network than any it learnt from) and caps a 12 MP photo's cost at about that of a 1.2 MP one.
     None = every image at its own size.
+    On CPU and CUDA the model's weights are put in channels_last memory (in place; the same maths, faster).
     """
 
     def __init__(self, model: DepthNet, device: str | torch.device | None = None, flip: bool = True,
@@ -69,6 +70,8 @@ class DepthEstimator:
         if max_side is not None and (not isinstance(max_side, int) or max_side < 1):
             raise ValueError(f"max_side: expected a positive number of pixels or None, got {max_side!r}")
         self.model = model.to(self.device).eval()
+        if self.device.type in CHANNELS_LAST_DEVICES:  # the same maths, faster convolutions (inference.py)
+            self.model.to(memory_format=torch.channels_last)
         self.flip, self.max_pixels = flip, max_pixels
         self.min_depth = model.min_depth if min_depth is None else float(min_depth)
         self.max_depth = model.max_depth if max_depth is None else float(max_depth)
