@@ -48,7 +48,7 @@ from torch.utils.data import DistributedSampler
 from transferdepth.config import TrainConfig
 from transferdepth.data import open_dataset
 from transferdepth.data.transforms import TrainTransform, TransformedDataset
-from transferdepth.train import TrainStep, build, make_optimizer
+from transferdepth.train import TrainStep, build, make_optimizer, set_memory_format
 from transferdepth.train import data as tdata
 
 
@@ -234,7 +234,7 @@ def training(path: Path, args: argparse.Namespace) -> None:
     cfg = TrainConfig(encoder="mobilenetv2", pretrained=False, height=240, width=320, batch_size=8,
                       num_workers=2, train_data=f"nyu-zip:{path}", seed=0)
     torch.manual_seed(0)
-    model = build(cfg).to(device).train()
+    model = set_memory_format(build(cfg).to(device).train(), cfg)  # as training does (channels_last)
     step = TrainStep(model, model, make_optimizer(cfg, model), cfg, device, None)
     norm = tdata.normalization(model)
     train_ds, _ = tdata.open_train_data(cfg, model)

@@ -77,7 +77,10 @@ def main() -> None:
     ap.add_argument("--eval-limit", type=int, default=None, help="first N images of each test set (smoke runs)")
     ap.add_argument("--out", default="/tmp/gpu_study")
     args = ap.parse_args()
-    h, w = (int(x) for x in args.size.lower().split("x"))
+    try:
+        h, w = (int(x) for x in args.size.lower().split("x"))
+    except ValueError:
+        ap.error(f"--size: expected HEIGHTxWIDTH (e.g. 240x320), got {args.size!r}")
     encoders = [e.strip() for e in args.encoders.split(",") if e.strip()]
     seeds = [int(s) for s in args.seeds.split(",")]
     device = torch.cuda.get_device_name(0) if args.device.startswith("cuda") else "CPU"

@@ -26,7 +26,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from transferdepth.config import TrainConfig
 from transferdepth.models import available_encoders
-from transferdepth.train import TrainStep, build, make_optimizer
+from transferdepth.train import TrainStep, build, make_optimizer, set_memory_format
 
 
 def sync(device: torch.device) -> None:
@@ -51,7 +51,7 @@ def matmul_peak_gflops(device: torch.device, dtype: torch.dtype, n: int) -> floa
 def make_step(name: str, h: int, w: int, batch: int, device: torch.device, amp) -> tuple[TrainStep, torch.nn.Module]:
     """The training step of the default recipe for encoder `name` (random init), on `device`."""
     cfg = TrainConfig(encoder=name, pretrained=False, height=h, width=w, batch_size=batch, device=str(device))
-    model = build(cfg).to(device).train()
+    model = set_memory_format(build(cfg).to(device).train(), cfg)  # as training does (channels_last)
     return TrainStep(model, model, make_optimizer(cfg, model), cfg, device, amp), model
 
 

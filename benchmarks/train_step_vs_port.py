@@ -53,7 +53,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from transferdepth.config import TrainConfig
 from transferdepth.inference import infer
 from transferdepth.recipe import PRESETS
-from transferdepth.train import TrainStep, build, make_optimizer
+from transferdepth.train import TrainStep, build, make_optimizer, set_memory_format
 
 # --- DenseDepth's PyTorch port (PyTorch/model.py, loss.py, train.py), written out plainly ----------------------
 
@@ -165,13 +165,10 @@ def our_step(h: int, w: int, batch: int, pad_multiple: int = 1,
                          "channels_last": channels_last})
     model = build(cfg).train()
     model.pad_multiple = pad_multiple
-    if channels_last:  # as the training loop does with `channels_last: true`
-        model.to(memory_format=torch.channels_last)
+    set_memory_format(model, cfg)  # as training does
     step = TrainStep(model, model, make_optimizer(cfg, model), cfg, torch.device("cpu"), None)
 
     def run(x, depth, valid):
-        if channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
         applied, _ = step(x, depth, valid)
         assert applied, "a benchmark step was skipped as non-finite"
 

@@ -289,3 +289,32 @@ def test_uint8_loader_trains_exactly_as_float_images(tmp_path):
     assert [r["loss"] for r in _history(tmp_path / "uint8")] == [r["loss"] for r in _history(tmp_path / "float")]
     assert a.steps == b.steps == 6
     _assert_same(_weights(tmp_path / "uint8"), _weights(tmp_path / "float"))
+
+
+@pytest.mark.parametrize("channels_last", [True, False])
+def test_memory_layout_of_training_and_inference(tmp_path, monkeypatch, channels_last):
+    """`channels_last` (default true) gives the network channels_last weights and batches in training; inference
+    feeds it channels_last input on the CPU whatever the key (the same maths, faster convolutions)."""
+    from transferdepth.inference import infer
+    from transferdepth.train import step as tstep
+
+    seen = []
+    built = []
+    real_set = tstep.set_memory_format
+
+    def spy(model, cfg):
+        out = real_set(model, cfg)
+        built.append(model)
+        model.register_forward_pre_hook(
+            lambda m, args: seen.append(args[0].is_contiguous(memory_format=torch.channels_last)))
+        return out
+
+    monkeypatch.setattr(tstep, "set_memory_format", spy)
+    train(_cfg(max_steps=2, channels_last=channels_last), tmp_path / "r")
+    (model,) = built
+    conv = next(p for p in model.parameters() if p.dim() == 4 and p.shape[-1] > 1)
+    assert conv.is_contiguous(memory_format=torch.channels_last) == channels_last
+    assert seen == [channels_last] * 2
+    seen.clear()
+    infer(model.eval(), torch.rand(1, 3, 64, 64), flip=False)
+    assert seen == [True]

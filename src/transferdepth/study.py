@@ -52,8 +52,8 @@ SEED_COLUMNS = ("encoder", "seeds", "d1", "d2", "d3", "abs_rel", "rmse", "log10"
                 "params_M", "gflops", "train_min", "latency_ms")
 EVAL_FILE = "eval.json"
 VARIANT_SUFFIXES = {"scratch": False, "pretrained": True}
-# config keys that do not change what a run learns (not compared when deciding whether a run can be reused)
-# keys that do not change what a run learns (channels_last: the memory layout, same maths, other rounding)
+# config keys that do not change what a run learns (not compared when deciding whether a run can be reused;
+# channels_last: the memory layout, the same maths with other rounding)
 _IRRELEVANT = ("progress", "num_workers", "tensorboard", "ckpt_every", "channels_last")
 
 

@@ -22,8 +22,8 @@ previous one kept as `checkpoint.old/`), `metrics.json` (last validation).
 from transferdepth.train.data import TENSOR_KEYS
 from transferdepth.train.loop import TrainResult, build, resolve_config, train
 from transferdepth.train.state import STATE_FILE, CheckpointWriteError, prepare_out_dir, run_info
-from transferdepth.train.step import TrainingDiverged, TrainStep, make_optimizer
+from transferdepth.train.step import TrainingDiverged, TrainStep, make_optimizer, set_memory_format
 from transferdepth.train.validation import validate
 
 __all__ = ["STATE_FILE", "TENSOR_KEYS", "CheckpointWriteError", "TrainResult", "TrainStep", "TrainingDiverged",
-           "build", "make_optimizer", "prepare_out_dir", "resolve_config", "run_info", "train", "validate"]
+           "build", "make_optimizer", "prepare_out_dir", "resolve_config", "run_info", "set_memory_format", "train", "validate"]

@@ -152,8 +152,7 @@ def _set_up(cfg: TrainConfig, out: Path, resume: bool, train_dataset: Dataset | 
             raise ConfigError(f"--resume: the checkpoint in {out} does not fit this model "
                               f"({str(e).splitlines()[0]})") from None
     model.to(device)
-    if cfg.channels_last:
-        model.to(memory_format=torch.channels_last)
+    tstep.set_memory_format(model, cfg)
     amp = setup.amp_dtype(cfg, device)
     net = setup.wrap_ddp(model, cfg, device, world)
     step = tstep.TrainStep(net, model, tstep.make_optimizer(cfg, model), cfg, device, amp)
@@ -285,8 +284,6 @@ def _one_step(run: _Run, batch: dict[str, Any], log: _RunLog) -> None:
     if run.raw is not None and hasattr(run.raw, "note"):
         run.raw.note(batch)
     x = tdata.batch_images(batch["image"], run.norm, run.device)
-    if cfg.channels_last:
-        x = x.contiguous(memory_format=torch.channels_last)
     depth = batch["depth"].to(run.device, non_blocking=True)
     valid = batch["valid"].to(run.device, non_blocking=True)
     run.empty.add(batch["valid"])

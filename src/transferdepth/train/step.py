@@ -85,10 +85,18 @@ def tensors_finite(tensors: Iterable[Tensor]) -> bool:
     return not ts or bool(torch.isfinite(torch.nn.utils.get_total_norm(ts)))
 
 
+def set_memory_format(model: DepthNet, cfg: TrainConfig) -> DepthNet:
+    """Put the model's weights in channels_last memory when `cfg.channels_last` (in place; before any DDP
+    wrapping). `TrainStep` gives each batch the same layout."""
+    if cfg.channels_last:
+        model.to(memory_format=torch.channels_last)
+    return model
+
+
 class TrainStep:
     """`step(x, depth, valid) -> (applied, loss terms)` on `net` (the model, or its DDP wrapper).
 
-    x: (N,3,H,W) normalised images; depth: (N,1,H/2,W/2) metres; valid: bool mask like depth. A step whose
+    x: (N,3,H,W) normalised images (made channels_last here when `cfg.channels_last`, see `set_memory_format`); depth: (N,1,H/2,W/2) metres; valid: bool mask like depth. A step whose
     loss or gradient is non-finite on any process is not applied: gradients are dropped and BatchNorm
     statistics restored (`applied` False). A step that leaves a parameter non-finite raises TrainingDiverged.
     """
@@ -96,7 +104,7 @@ class TrainStep:
     def __init__(self, net: nn.Module, model: DepthNet, opt: torch.optim.Optimizer, cfg: TrainConfig,
                  device: torch.device, amp: torch.dtype | None):
         self.net, self.model, self.opt, self.device, self.amp = net, model, opt, device, amp
-        self.grad_clip = cfg.grad_clip
+        self.grad_clip, self.channels_last = cfg.grad_clip, cfg.channels_last
         self.loss_kw = loss_options(cfg, model)
         self.scaler = torch.amp.GradScaler(device.type, enabled=amp == torch.float16)
         self.params = [p for p in model.parameters() if p.requires_grad]
@@ -104,6 +112,8 @@ class TrainStep:
 
     def __call__(self, x: Tensor, depth: Tensor, valid: Tensor) -> tuple[bool, dict[str, float]]:
         bn_saved = [b.clone() for b in self.bn_buffers]  # a non-finite batch must not poison BN statistics
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
         with autocast(self.device, self.amp):
             pred = self.net(x)
         loss, terms = depth_loss(pred, depth, valid, return_terms=True, **self.loss_kw)
