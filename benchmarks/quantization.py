@@ -46,6 +46,7 @@ D1_DROP, ABS_REL_RISE = 0.01, 0.005  # the issue's target
 # quantize_onnx keyword arguments per named setting (--settings); "default" is export's own default
 SETTINGS: dict[str, dict[str, Any]] = {
     "default": {},
+    "int8-activations": {"activations": "int8"},  # the default before uint8 (last conv and every Resize float32)
     "minmax": {"method": "minmax", "exclude": "none"},
     "minmax-head": {"method": "minmax", "exclude": "head"},
     "minmax-lastconv": {"method": "minmax", "exclude": "last-conv"},

@@ -169,3 +169,30 @@ def test_predict_cli_onnx_engine_writes_what_torch_writes(ckpt, exports, kitchen
                      "--format", "npy", "--out", str(tmp_path / engine)]) == 0
     np.testing.assert_allclose(np.load(tmp_path / "onnx" / "k_depth_m.npy"),
                                np.load(tmp_path / "torch" / "k_depth_m.npy"), atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize("name", ["mobilenetv2", "efficientnet_lite0"])
+def test_int8_export_runs_every_convolution_but_the_last_in_int8(name, tmp_path):
+    # the speed of --precision int8 on a CPU: onnxruntime fuses each DequantizeLinear -> Conv -> QuantizeLinear
+    # into one QLinearConv only where the export allows it (uint8 activations; no float Pad between convolutions,
+    # which timm's SAME padding would add); the last convolution stays float32 by design (DEFAULT_QUANT_EXCLUDE)
+    import onnx
+    import onnxruntime as ort
+    import torch
+
+    from transferdepth.export import export_onnx
+    from transferdepth.models import create_model
+
+    torch.manual_seed(0)
+    model = create_model(name, decoder_width=0.05).eval()
+    path = export_onnx(model, tmp_path / "int8.onnx", precision="int8", calibration_count=2,
+                       calibration_size=(64, 96))
+    convs = sum(n.op_type == "Conv" for n in onnx.load(str(path)).graph.node)
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+    so.optimized_model_filepath = str(tmp_path / "optimised.onnx")
+    ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    nodes = onnx.load(so.optimized_model_filepath).graph.node
+    ops = [n.op_type for n in nodes]
+    assert ops.count("Conv") == 1 and ops.count("QLinearConv") == convs - 1, (convs, sorted(set(ops)))
+    assert not [n.name for n in nodes if n.op_type == "Pad" and "/encoder/" in n.name]  # DepthNet pads its input itself

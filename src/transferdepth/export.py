@@ -40,6 +40,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from transferdepth.checkpoint import load_checkpoint
@@ -154,11 +155,55 @@ class ExportError(ValueError):
     """A bad export request (precision, calibration set, missing tools); the message is one line."""
 
 
+class _SameConv(torch.autograd.Function):
+    """timm's TensorFlow-"same" convolution (stride > 1: pad ceil-style, the odd pixel at the end) traced as one
+    ONNX Conv with auto_pad=SAME_UPPER, the same arithmetic, instead of shape arithmetic and a Pad. A float
+    Pad between quantised convolutions cost EfficientNet-Lite0's int8 export 10 ms of 26 (480x640)."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, sh: int, sw: int, dh: int,
+                dw: int, groups: int) -> torch.Tensor:
+        import math
+
+        pads = []
+        for size, k, st, d in ((x.shape[-1], weight.shape[-1], sw, dw), (x.shape[-2], weight.shape[-2], sh, dh)):
+            total = max((math.ceil(int(size) / st) - 1) * st + (int(k) - 1) * d + 1 - int(size), 0)
+            pads += [total // 2, total - total // 2]
+        return F.conv2d(F.pad(x, pads), weight, bias, (sh, sw), 0, (dh, dw), groups)
+
+    @staticmethod
+    def symbolic(g: Any, x: Any, weight: Any, bias: Any, sh: int, sw: int, dh: int, dw: int, groups: int) -> Any:
+        return g.op("Conv", x, weight, bias, auto_pad_s="SAME_UPPER", strides_i=[sh, sw], dilations_i=[dh, dw],
+                    group_i=groups)
+
+
+@contextmanager
+def _same_pad_as_attribute(model: torch.nn.Module) -> Iterator[None]:
+    """While tracing, run every timm `Conv2dSame` in `model` through `_SameConv`."""
+    try:
+        from timm.layers.conv2d_same import Conv2dSame
+    except ImportError:
+        yield
+        return
+    def same(c: Conv2dSame) -> Any:  # a zero bias where there is none (a traced None breaks the exporter)
+        bias = c.bias if c.bias is not None else c.weight.new_zeros(c.out_channels)
+        return lambda x: _SameConv.apply(x, c.weight, bias, *c.stride, *c.dilation, c.groups)
+
+    convs = [m for m in model.modules() if isinstance(m, Conv2dSame)]
+    for m in convs:
+        m.forward = same(m)
+    try:
+        yield
+    finally:
+        for m in convs:
+            del m.forward
+
+
 def _trace_onnx(wrapper: MetricDepth, opset: int) -> Any:
     import onnx
 
     buf = io.BytesIO()
-    with _quiet(), torch.no_grad():
+    with _quiet(), torch.no_grad(), _same_pad_as_attribute(wrapper):
         torch.onnx.export(
             wrapper, (_example(),), buf, dynamo=False, opset_version=opset,
             input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
@@ -256,19 +301,25 @@ def _spread(n: int, count: int) -> list[int]:
 
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
 QUANT_EXCLUDES = ("none", "head", "last-conv", "last-conv+resize")
+ACTIVATION_TYPES = ("uint8", "int8")
 DEFAULT_CALIBRATION_METHOD = "minmax"
+# uint8 activations: onnxruntime's CPU QDQ fusion turns every Conv into QLinearConv (U8S8, the VNNI
+# kernels); with int8 activations it left a Conv fed by (or feeding) a shared tensor in float32 between
+# DequantizeLinear/QuantizeLinear with layout transposes around it (MobileNetV2 480x640: 77 ms -> 36 ms)
+DEFAULT_ACTIVATIONS = "uint8"
 DEFAULT_QUANT_EXCLUDE = "last-conv+resize"  # the best of those tried on real data (docs/using.md)
 
 
 def quant_method(method: str = DEFAULT_CALIBRATION_METHOD, per_channel: bool = True,
-                 exclude: str = DEFAULT_QUANT_EXCLUDE) -> str:
+                 exclude: str = DEFAULT_QUANT_EXCLUDE, activations: str = DEFAULT_ACTIVATIONS) -> str:
     """The `transferdepth.quantization` metadata line for these settings."""
     kept = {"none": "every supported op quantised",
             "head": "float32 after the last convolution (DepthNorm inversion, resize, clamps)",
             "last-conv": "float32 from the last convolution on (it, the DepthNorm inversion, resize, clamps)",
             "last-conv+resize": "float32 from the last convolution on and every Resize (the decoder's upsampling)"
             }[exclude]
-    return (f"onnxruntime quantize_static: QDQ, int8 activations (per tensor, {method}), int8 weights "
+    return (f"onnxruntime quantize_static: QDQ, {activations} activations (per tensor, asymmetric, {method}), "
+            f"int8 weights (symmetric) "
             f"{'per channel' if per_channel else 'per tensor'}; {kept}")
 
 
@@ -292,7 +343,9 @@ def _excluded_nodes(model: Any, exclude: str) -> list[str]:
 
 
 def _check_quantization(method: str = DEFAULT_CALIBRATION_METHOD, exclude: str = DEFAULT_QUANT_EXCLUDE,
-                        per_channel: bool = True) -> None:
+                        per_channel: bool = True, activations: str = DEFAULT_ACTIVATIONS) -> None:
+    if activations not in ACTIVATION_TYPES:
+        raise ExportError(f"quantisation activations {activations}: choose one of {', '.join(ACTIVATION_TYPES)}")
     if method not in CALIBRATION_METHODS:
         raise ExportError(f"calibration method {method}: choose one of {', '.join(CALIBRATION_METHODS)}")
     if exclude not in QUANT_EXCLUDES:
@@ -300,16 +353,18 @@ def _check_quantization(method: str = DEFAULT_CALIBRATION_METHOD, exclude: str =
 
 
 def quantize_onnx(proto: Any, batches: list[np.ndarray], *, method: str = DEFAULT_CALIBRATION_METHOD,
-                  per_channel: bool = True, exclude: str = DEFAULT_QUANT_EXCLUDE) -> tuple[Any, dict[str, str]]:
-    """A float32 graph -> its int8 QDQ graph (int8 weights, per channel by default; int8 activations
-    calibrated with `method` ("minmax", "entropy", "percentile") on `batches` of (1,3,H,W) float32 RGB in
-    [0,1]), and metadata describing the method. exclude: which nodes stay float32 ("none"; "head": those
-    after the last convolution; "last-conv": that convolution too; "last-conv+resize": also every Resize)."""
+                  per_channel: bool = True, exclude: str = DEFAULT_QUANT_EXCLUDE,
+                  activations: str = DEFAULT_ACTIVATIONS) -> tuple[Any, dict[str, str]]:
+    """A float32 graph -> its 8-bit QDQ graph (int8 weights, per channel by default; `activations` "uint8"
+    (default) or "int8", per tensor, calibrated with `method` ("minmax", "entropy", "percentile") on `batches`
+    of (1,3,H,W) float32 RGB in [0,1]), and metadata describing the method. exclude: which nodes stay float32
+    ("none"; "head": those after the last convolution; "last-conv": that convolution too; "last-conv+resize":
+    also every Resize)."""
     import tempfile
 
     import onnx
 
-    _check_quantization(method, exclude)
+    _check_quantization(method, exclude, per_channel, activations)
     q = _quantization_tools()
 
     class Reader(q.CalibrationDataReader):
@@ -332,11 +387,12 @@ def quantize_onnx(proto: Any, batches: list[np.ndarray], *, method: str = DEFAUL
                 pre = src
             excluded = _excluded_nodes(onnx.load(str(pre)), exclude)
             q.quantize_static(str(pre), str(dst), Reader(), quant_format=q.QuantFormat.QDQ, per_channel=per_channel,
-                              activation_type=q.QuantType.QInt8, weight_type=q.QuantType.QInt8,
+                              activation_type={"uint8": q.QuantType.QUInt8, "int8": q.QuantType.QInt8}[activations],
+                              weight_type=q.QuantType.QInt8,
                               calibrate_method=calib, nodes_to_exclude=excluded,
                               extra_options={"ActivationSymmetric": False, "WeightSymmetric": True})
         out = onnx.load(str(dst))
-    return out, {"transferdepth.quantization": quant_method(method, per_channel, exclude)}
+    return out, {"transferdepth.quantization": quant_method(method, per_channel, exclude, activations)}
 
 
 def _fix_shapes(proto: Any) -> None:
