@@ -1,6 +1,6 @@
 """Inference latency on the CPU: PyTorch eager fp32, PyTorch bf16 autocast, onnxruntime fp32 and int8.
 
-    python benchmarks/infer_latency.py [--encoders a,b] [--size 480x640] [--repeats 5] [--threads 2]
+    python benchmarks/infer_latency.py [--encoders a,b] [--size 480x640] [--repeats 5] [--rounds 3] [--threads 2]
         [--ort-levels basic,extended,all] [--int8-encoders mobilenetv2,efficientnet_lite0]
 
 Every column runs the same thing, `transferdepth.export.MetricDepth` (RGB in [0,1] -> metres at the input
@@ -9,7 +9,11 @@ other so ratios are fair: eager = PyTorch fp32; bf16 = `infer(..., amp=torch.bfl
 where the CPU has AVX-512 BF16 or AMX); ORT fp32 = the fp32 export under each --ort-levels graph optimisation
 level (the last one is the engine's, ORT_ENABLE_ALL); ORT int8 = the `--precision int8` export (QDQ,
 per-channel weights; calibrated on 4 procedural rooms, enough for timing). Median of --repeats after
---warmup runs. Prints the CPU flags that matter, the load average (other work on the CPU slows every
+--warmup runs. The process first calls `transferdepth.utils.tune_cpu_allocator` as the CLI does (eager
+PyTorch reuses freed tensor memory; onnxruntime has its own arena either way; TRANSFERDEPTH_MALLOC=0 to time
+glibc's defaults). With --rounds R every column of a row is timed R times in turn (eager, bf16, ORT..., eager,
+...), and the table shows the median time over the rounds and the median of the per-round speed-ups, so a
+change in the machine's speed during a row (a shared host) moves both sides of a ratio alike. Prints the CPU flags that matter, the load average (other work on the CPU slows every
 column) and a Markdown table with speed-ups over eager.
 """
 
@@ -30,6 +34,7 @@ from transferdepth.build import build_model
 from transferdepth.export import MetricDepth, export_onnx
 from transferdepth.inference import infer
 from transferdepth.models import available_encoders
+from transferdepth.utils import tune_cpu_allocator
 
 FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
 
@@ -77,11 +82,13 @@ def main() -> None:
     ap.add_argument("--size", default="480x640", help="HxW")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--rounds", type=int, default=3, help="times each row's columns are timed in turn")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--ort-levels", default="extended,all", help="graph optimisation levels to time (fp32)")
     args = ap.parse_args()
     h, w = (int(v) for v in args.size.lower().split("x"))
     torch.set_num_threads(args.threads)
+    allocator = tune_cpu_allocator()  # as the CLI runs (docs/using.md)
     flags = cpu_flags()
     bf16 = bool(flags & {"avx512_bf16", "amx_bf16"})
     levels = {"basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
@@ -92,7 +99,8 @@ def main() -> None:
     print(f"{cpu_name()}; CPU flags: " + ", ".join(f"{f} {'yes' if f in flags else 'no'}" for f in FLAGS))
     print(f"torch {torch.__version__}, onnxruntime {ort.__version__}, {os.cpu_count()} cores, {args.threads} threads; "
           f"load average (1/5/15 min) at start: {', '.join(f'{v:.2f}' for v in os.getloadavg())}; "
-          f"{h}x{w}, batch 1, median of {args.repeats} after {args.warmup} warm-up\n")
+          f"{h}x{w}, batch 1, median of {args.repeats} after {args.warmup} warm-up, {args.rounds} round(s); malloc "
+          f"tuned for eager (`tune_cpu_allocator`, as the CLI): {allocator}\n")
     cols = ["eager fp32"] + (["torch bf16 autocast"] if bf16 else []) + [f"ORT fp32 ({lv})" for lv in ort_levels] \
         + ["ORT int8"]
     print("| encoder | " + " | ".join(f"{c} ms" for c in cols) + " | " + " | ".join(f"{c} speed-up" for c in cols[1:]) + " |")
@@ -112,22 +120,25 @@ def main() -> None:
             torch.manual_seed(0)
             model = build_model(name, decoder_width=args.width, pretrained=False).eval()
             wrapper = MetricDepth(model).eval()
-            ms: dict[str, float] = {}
-            with torch.no_grad():
-                ms["eager fp32"] = median_ms(lambda: wrapper(x), args.warmup, args.repeats)  # noqa: B023
-                if bf16:
-                    ms["torch bf16 autocast"] = median_ms(
-                        lambda: infer(model, x, flip=False, amp=torch.bfloat16), args.warmup, args.repeats)  # noqa: B023
             path = export_onnx(model, Path(tmp) / "fp32.onnx")
-            for lv in ort_levels:
-                sess = session(path, lv)
-                ms[f"ORT fp32 ({lv})"] = median_ms(lambda: sess.run(None, feed), args.warmup, args.repeats)  # noqa: B023
+            runs: dict[str, Callable[[], object]] = {"eager fp32": lambda: wrapper(x)}  # noqa: B023
+            if bf16:
+                runs["torch bf16 autocast"] = lambda: infer(model, x, flip=False, amp=torch.bfloat16)  # noqa: B023
+            sessions = {f"ORT fp32 ({lv})": session(path, lv) for lv in ort_levels}
             if name in int8_for:
                 q = export_onnx(model, Path(tmp) / "int8.onnx", precision="int8", calibration_count=4)
-                sess = session(q, "all")
-                ms["ORT int8"] = median_ms(lambda: sess.run(None, feed), args.warmup, args.repeats)  # noqa: B023
+                sessions["ORT int8"] = session(q, "all")
+            for col, sess in sessions.items():
+                runs[col] = lambda s=sess: s.run(None, feed)
+            rounds: dict[str, list[float]] = {c: [] for c in runs}
+            with torch.no_grad():
+                for _ in range(args.rounds):
+                    for col, fn in runs.items():
+                        rounds[col].append(median_ms(fn, args.warmup, args.repeats))
+            ms = {c: statistics.median(v) for c, v in rounds.items()}
+            speedup = {c: statistics.median(e / t for e, t in zip(rounds["eager fp32"], v)) for c, v in rounds.items()}
             cells = [f"{ms[c]:.0f}" if c in ms else "-" for c in cols]
-            ups = [f"{ms['eager fp32'] / ms[c]:.2f}x" if c in ms else "-" for c in cols[1:]]
+            ups = [f"{speedup[c]:.2f}x" if c in speedup else "-" for c in cols[1:]]
             print(f"| {name} | " + " | ".join(cells + ups) + " |", flush=True)
     print(f"\nload average (1/5/15 min) at end: {', '.join(f'{v:.2f}' for v in os.getloadavg())}")
 

@@ -27,6 +27,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from transferdepth.config import TrainConfig
 from transferdepth.models import available_encoders
 from transferdepth.train import TrainStep, build, make_optimizer, set_memory_format
+from transferdepth.utils import tune_cpu_allocator
 
 
 def sync(device: torch.device) -> None:
@@ -88,8 +89,9 @@ def main() -> None:
     ap.add_argument("--devices", default="cpu,cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--precisions", default="fp32,bf16", help="CUDA: fp32 and/or bf16 (autocast); CPU: fp32")
     args = ap.parse_args()
+    allocator = tune_cpu_allocator()  # as the CLI runs (docs/using.md)
     print(f"torch {torch.__version__}, {platform.machine()}, {torch.get_num_threads()} CPU threads, "
-          f"batch {args.batch}, median of {args.repeats} steps after 2 warm-ups")
+          f"batch {args.batch}, median of {args.repeats} steps after 2 warm-ups; malloc tuned: {allocator}")
     for dev in args.devices.split(","):
         device = torch.device(dev)
         wanted = args.precisions.split(",")

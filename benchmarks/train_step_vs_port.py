@@ -54,6 +54,7 @@ from transferdepth.config import TrainConfig
 from transferdepth.inference import infer
 from transferdepth.recipe import PRESETS
 from transferdepth.train import TrainStep, build, make_optimizer, set_memory_format
+from transferdepth.utils import tune_cpu_allocator
 
 # --- DenseDepth's PyTorch port (PyTorch/model.py, loss.py, train.py), written out plainly ----------------------
 
@@ -318,10 +319,11 @@ def main() -> None:
     if args.quick:
         args.sizes, args.repeats, args.warmup, args.infer = "240x320", 3, 1, "none"
     torch.set_num_threads(args.threads)
+    allocator = tune_cpu_allocator()  # as the CLI runs (docs/using.md)
     peak_mm, peak_conv = peaks()
     print(f"torch {torch.__version__}, {platform.machine()}, {torch.get_num_threads()} threads, {os.cpu_count()} "
           f"CPUs; DenseNet-169, decoder width 1.0 (densedepth-2018), batch {args.batch}, fp32; median of "
-          f"{args.repeats} rounds after {args.warmup} warm-up rounds")
+          f"{args.repeats} rounds after {args.warmup} warm-up rounds; malloc tuned: {allocator}")
     print(f"measured peaks at {args.threads} threads: matmul {peak_mm:.1f} GFLOP/s, 3x3 conv {peak_conv:.1f} "
           f"GFLOP/s; {load()}")
     for size in args.sizes.split(","):

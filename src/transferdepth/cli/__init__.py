@@ -13,6 +13,8 @@ import importlib
 import sys
 import traceback
 
+from transferdepth.utils import tune_cpu_allocator
+
 # Exit status (README "Errors and exit codes"): 0 done; 1 only `predict`'s "some inputs failed" (the others
 # were written); 2 a usage or input error, one line, nothing done; 3 a bug (traceback); 130 Ctrl-C.
 EXIT_OK, EXIT_SOME_INPUTS_FAILED, EXIT_USAGE, EXIT_BUG, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
@@ -98,6 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser(_command(argv))  # only the command asked for is imported
     args = parser.parse_args(argv)
+    tune_cpu_allocator()  # reuse freed tensor memory (glibc); TRANSFERDEPTH_MALLOC=0 leaves it alone
     try:
         return int(args.func(args) or 0)
     except Exception as e:
