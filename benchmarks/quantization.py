@@ -47,6 +47,7 @@ D1_DROP, ABS_REL_RISE = 0.01, 0.005  # the issue's target
 SETTINGS: dict[str, dict[str, Any]] = {
     "default": {},
     "int8-activations": {"activations": "int8"},  # the default before uint8 (last conv and every Resize float32)
+    "no-bias-correction": {"bias_correction": False},
     "minmax": {"method": "minmax", "exclude": "none"},
     "minmax-head": {"method": "minmax", "exclude": "head"},
     "minmax-lastconv": {"method": "minmax", "exclude": "last-conv"},

@@ -105,12 +105,17 @@ def test_int8_export_records_its_calibration(ckpt, kitchen, tmp_path, rgbd_root)
     assert eng.precision == "int8"
     assert eng.meta["transferdepth.calibration"] == spec
     assert eng.meta["transferdepth.calibration_size"] == "4 images at 120x160 (HxW)"
-    assert "QDQ" in eng.meta["transferdepth.quantization"] and "per channel" in eng.meta["transferdepth.quantization"]
+    method = eng.meta["transferdepth.quantization"]
+    assert "QDQ" in method and "per channel" in method and "uint8 activations" in method and "biases corrected" in method
     ops = {n.op_type for n in __import__("onnx").load(str(out)).graph.node}
     assert {"QuantizeLinear", "DequantizeLinear"} <= ops
     ref = DepthEstimator.from_pretrained(ckpt, device="cpu").predict(kitchen[1])
     got = eng.predict(kitchen[1])
     assert got.shape == ref.shape and np.abs(got - ref).mean() < 0.1 * ref.mean()
+    plain = tmp_path / "plain.onnx"
+    assert main(["export", "--checkpoint", str(ckpt), "--format", "onnx", "--out", str(plain), "--precision", "int8",
+                 "--calibration-count", "2", "--calibration-size", "64x96", "--no-bias-correction"]) == 0
+    assert "biases corrected" not in DepthEstimator.from_onnx(plain).meta["transferdepth.quantization"]
 
 
 # --- bad input: one line each -------------------------------------------------------------------------
@@ -139,6 +144,9 @@ def test_empty_or_unopenable_calibration_set(ckpt, tmp_path, capsys):
         assert _export(ckpt, tmp_path, "--precision", "int8", "--calibration", spec) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and err[0].startswith(f"transferdepth: error: --calibration {spec}: ")
+    assert _export(ckpt, tmp_path, "--no-bias-correction") == 2  # an int8 option on an fp32 export
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "transferdepth: error: --no-bias-correction: only for --precision int8"]
     assert not (tmp_path / "m.onnx").exists()
 
 

@@ -10,10 +10,12 @@ The contract is stored in the ONNX metadata_props / the TorchScript archive's `t
 
 ONNX precisions: fp32; fp16 (weights and activations float16 for GPU execution providers, inputs and
 outputs stay float32 metres: onnxruntime's float16 converter with keep_io_types); int8 (onnxruntime static
-quantisation, QDQ format, per-channel int8 weights, int8 activations calibrated on a few images: a dataset
+quantisation, QDQ format, per-channel int8 weights, uint8 activations calibrated on a few images: a dataset
 spec, an image folder, or by default a fixed set of procedural rooms; the last convolution, the DepthNorm
-inversion and every Resize stay float32 by default, the most accurate setting measured on real data,
-docs/using.md; `quantize_onnx`).
+inversion and every Resize stay float32 by default, the most accurate setting measured on real data; then
+each quantised convolution's bias is corrected on the same images, `transferdepth.bias_correction`;
+docs/using.md; `quantize_onnx`). timm's TensorFlow-"same" convolutions (EfficientNet-Lite) are written as
+ONNX Conv with auto_pad=SAME_UPPER (`_SameConv`), not as shape arithmetic and a Pad.
 
 A wrong input: the TorchScript archive checks shape and dtype first (`CheckedInput`; the error's last line
 is ours). ONNX declares the input float32 (batch,3,height,width), and onnxruntime refuses anything else
@@ -43,6 +45,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from transferdepth.bias_correction import correct_biases
 from transferdepth.checkpoint import load_checkpoint
 from transferdepth.inference import infer
 from transferdepth.models import DepthNet
@@ -311,7 +314,8 @@ DEFAULT_QUANT_EXCLUDE = "last-conv+resize"  # the best of those tried on real da
 
 
 def quant_method(method: str = DEFAULT_CALIBRATION_METHOD, per_channel: bool = True,
-                 exclude: str = DEFAULT_QUANT_EXCLUDE, activations: str = DEFAULT_ACTIVATIONS) -> str:
+                 exclude: str = DEFAULT_QUANT_EXCLUDE, activations: str = DEFAULT_ACTIVATIONS,
+                 bias_correction: bool = True) -> str:
     """The `transferdepth.quantization` metadata line for these settings."""
     kept = {"none": "every supported op quantised",
             "head": "float32 after the last convolution (DepthNorm inversion, resize, clamps)",
@@ -320,7 +324,8 @@ def quant_method(method: str = DEFAULT_CALIBRATION_METHOD, per_channel: bool = T
             }[exclude]
     return (f"onnxruntime quantize_static: QDQ, {activations} activations (per tensor, asymmetric, {method}), "
             f"int8 weights (symmetric) "
-            f"{'per channel' if per_channel else 'per tensor'}; {kept}")
+            f"{'per channel' if per_channel else 'per tensor'}; {kept}"
+            + ("; biases corrected on the calibration images (empirical bias correction)" if bias_correction else ""))
 
 
 def _excluded_nodes(model: Any, exclude: str) -> list[str]:
@@ -343,7 +348,8 @@ def _excluded_nodes(model: Any, exclude: str) -> list[str]:
 
 
 def _check_quantization(method: str = DEFAULT_CALIBRATION_METHOD, exclude: str = DEFAULT_QUANT_EXCLUDE,
-                        per_channel: bool = True, activations: str = DEFAULT_ACTIVATIONS) -> None:
+                        per_channel: bool = True, activations: str = DEFAULT_ACTIVATIONS,
+                        bias_correction: bool = True) -> None:
     if activations not in ACTIVATION_TYPES:
         raise ExportError(f"quantisation activations {activations}: choose one of {', '.join(ACTIVATION_TYPES)}")
     if method not in CALIBRATION_METHODS:
@@ -354,12 +360,15 @@ def _check_quantization(method: str = DEFAULT_CALIBRATION_METHOD, exclude: str =
 
 def quantize_onnx(proto: Any, batches: list[np.ndarray], *, method: str = DEFAULT_CALIBRATION_METHOD,
                   per_channel: bool = True, exclude: str = DEFAULT_QUANT_EXCLUDE,
-                  activations: str = DEFAULT_ACTIVATIONS) -> tuple[Any, dict[str, str]]:
+                  activations: str = DEFAULT_ACTIVATIONS, bias_correction: bool = True
+                  ) -> tuple[Any, dict[str, str]]:
     """A float32 graph -> its 8-bit QDQ graph (int8 weights, per channel by default; `activations` "uint8"
     (default) or "int8", per tensor, calibrated with `method` ("minmax", "entropy", "percentile") on `batches`
     of (1,3,H,W) float32 RGB in [0,1]), and metadata describing the method. exclude: which nodes stay float32
     ("none"; "head": those after the last convolution; "last-conv": that convolution too; "last-conv+resize":
-    also every Resize)."""
+    also every Resize). bias_correction: shift each quantised convolution's bias so that its mean output on
+    `batches` matches the float graph's (`transferdepth.bias_correction`; one pass of the graph per
+    convolution)."""
     import tempfile
 
     import onnx
@@ -392,7 +401,10 @@ def quantize_onnx(proto: Any, batches: list[np.ndarray], *, method: str = DEFAUL
                               calibrate_method=calib, nodes_to_exclude=excluded,
                               extra_options={"ActivationSymmetric": False, "WeightSymmetric": True})
         out = onnx.load(str(dst))
-    return out, {"transferdepth.quantization": quant_method(method, per_channel, exclude, activations)}
+        if bias_correction:
+            correct_biases(out, onnx.load(str(pre)), [{INPUT_NAME: b} for b in batches])
+    return out, {"transferdepth.quantization": quant_method(method, per_channel, exclude, activations,
+                                                            bias_correction)}
 
 
 def _fix_shapes(proto: Any) -> None:

@@ -1,0 +1,86 @@
+"""Empirical bias correction of a quantised (QDQ) ONNX graph.
+
+Rounding weights and activations to 8 bits shifts the mean of a convolution's output; through a deep network
+the shifts add up to a change of the depth scale (MobileNetV2 fine-tuned on 7-Scenes: int8 depth 0.971 x
+the float32 depth in the median, 0.997 x after this correction; docs/using.md). The correction (Nagel et al.
+2019, "Data-Free Quantization Through Weight Equalization and Bias Correction", sec. 4.2, its empirical form)
+takes the quantised convolutions in graph order and moves each one's int32 bias so that, over the
+calibration images, the per-channel mean of its dequantised output equals the float32 graph's mean of the
+same tensor. Each step sees the earlier corrections (correcting all at once diverges: measured).
+Inputs/outputs are onnx ModelProtos; nothing here imports torch.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+
+def _with_outputs(model: Any, names: list[str]) -> bytes:
+    import onnx
+
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    del m.graph.output[:]
+    for name in names:
+        m.graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
+    return m.SerializeToString()
+
+
+def _channel_means(model: bytes, names: list[str], feeds: list[dict[str, np.ndarray]]) -> list[np.ndarray]:
+    """Per-channel means of `names` over every image and pixel of `feeds` (graph run unoptimised: the QDQ
+    arithmetic as written, each image on its own so that memory stays one image's worth)."""
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    sess = ort.InferenceSession(model, so, providers=["CPUExecutionProvider"])
+    sums: list[np.ndarray] | None = None
+    for feed in feeds:
+        outs = [o.astype(np.float64).mean(axis=(0, 2, 3)) for o in sess.run(names, feed)]
+        sums = outs if sums is None else [s + o for s, o in zip(sums, outs)]
+    assert sums is not None
+    return [s / len(feeds) for s in sums]
+
+
+def correct_biases(qdq: Any, fp32: Any, feeds: list[dict[str, np.ndarray]]) -> int:
+    """Correct, in place, the int32 biases of `qdq`'s quantised convolutions against `fp32` (the float graph
+    it was quantised from; tensor names shared) on `feeds` (input dicts, e.g. the calibration images).
+
+    A convolution takes part when its bias is DequantizeLinear(int32) and its output goes through
+    QuantizeLinear -> DequantizeLinear, and the float graph has a tensor of its output's name (with a ReLU6
+    folded into the quantisation that name is the activation's output in both graphs). Returns how many
+    convolutions were corrected."""
+    from onnx import numpy_helper
+
+    init = {t.name: t for t in qdq.graph.initializer}
+    producer = {o: n for n in qdq.graph.node for o in n.output}
+    consumers: dict[str, list[Any]] = {}
+    for n in qdq.graph.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+    float_tensors = {o for n in fp32.graph.node for o in n.output}
+
+    steps = []  # (conv output in both graphs, its dequantised output in qdq, bias initializer, bias scale)
+    for conv in qdq.graph.node:
+        if conv.op_type != "Conv" or len(conv.input) < 3 or conv.output[0] not in float_tensors:
+            continue
+        bias_dq = producer.get(conv.input[2])
+        if bias_dq is None or bias_dq.op_type != "DequantizeLinear" or bias_dq.input[0] not in init:
+            continue
+        quant = [n for n in consumers.get(conv.output[0], []) if n.op_type == "QuantizeLinear"]
+        dequant = [n for n in consumers.get(quant[0].output[0], []) if n.op_type == "DequantizeLinear"] if quant else []
+        if not dequant or bias_dq.input[1] not in init:
+            continue
+        steps.append((conv.output[0], dequant[0].output[0], init[bias_dq.input[0]],
+                      numpy_helper.to_array(init[bias_dq.input[1]]).astype(np.float64)))
+    if not steps:
+        return 0
+    targets = _channel_means(_with_outputs(fp32, [s[0] for s in steps]), [s[0] for s in steps], feeds)
+    for (_, dequantized, bias, scale), target in zip(steps, targets):
+        (mean,) = _channel_means(_with_outputs(qdq, [dequantized]), [dequantized], feeds)
+        shift = np.round((target - mean) / scale).astype(np.int64)
+        value = np.clip(numpy_helper.to_array(bias).astype(np.int64) + shift, -2**31, 2**31 - 1).astype(np.int32)
+        bias.CopyFrom(numpy_helper.from_array(value, bias.name))
+    return len(steps)
