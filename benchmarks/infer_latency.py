@@ -8,7 +8,8 @@ size, no flip), batch 1, random weights (latency does not depend on them), all i
 other so ratios are fair: eager = PyTorch fp32; bf16 = `infer(..., amp=torch.bfloat16)` (CPU autocast; only
 where the CPU has AVX-512 BF16 or AMX); ORT fp32 = the fp32 export under each --ort-levels graph optimisation
 level (the last one is the engine's, ORT_ENABLE_ALL); ORT int8 = the `--precision int8` export (QDQ,
-per-channel weights; calibrated on 4 procedural rooms, enough for timing). Median of --repeats after
+per-channel weights; calibrated on 4 procedural rooms, enough for timing; no bias correction, which changes
+bias values, not the time). Median of --repeats after
 --warmup runs. The process first calls `transferdepth.utils.tune_cpu_allocator` as the CLI does (eager
 PyTorch reuses freed tensor memory; onnxruntime has its own arena either way; TRANSFERDEPTH_MALLOC=0 to time
 glibc's defaults). With --rounds R every column of a row is timed R times in turn (eager, bf16, ORT..., eager,
@@ -126,7 +127,9 @@ def main() -> None:
                 runs["torch bf16 autocast"] = lambda: infer(model, x, flip=False, amp=torch.bfloat16)  # noqa: B023
             sessions = {f"ORT fp32 ({lv})": session(path, lv) for lv in ort_levels}
             if name in int8_for:
-                q = export_onnx(model, Path(tmp) / "int8.onnx", precision="int8", calibration_count=4)
+                # bias values do not change the time; the correction would add minutes per encoder
+                q = export_onnx(model, Path(tmp) / "int8.onnx", precision="int8", calibration_count=4,
+                                quantization={"bias_correction": False})
                 sessions["ORT int8"] = session(q, "all")
             for col, sess in sessions.items():
                 runs[col] = lambda s=sess: s.run(None, feed)
