@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import os
 import warnings
 from collections.abc import Iterator
@@ -166,8 +167,6 @@ class _SameConv(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, sh: int, sw: int, dh: int,
                 dw: int, groups: int) -> torch.Tensor:
-        import math
-
         pads = []
         for size, k, st, d in ((x.shape[-1], weight.shape[-1], sw, dw), (x.shape[-2], weight.shape[-2], sh, dh)):
             total = max((math.ceil(int(size) / st) - 1) * st + (int(k) - 1) * d + 1 - int(size), 0)
@@ -188,6 +187,7 @@ def _same_pad_as_attribute(model: torch.nn.Module) -> Iterator[None]:
     except ImportError:
         yield
         return
+
     def same(c: Conv2dSame) -> Any:  # a zero bias where there is none (a traced None breaks the exporter)
         bias = c.bias if c.bias is not None else c.weight.new_zeros(c.out_channels)
         return lambda x: _SameConv.apply(x, c.weight, bias, *c.stride, *c.dilation, c.groups)
