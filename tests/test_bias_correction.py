@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from helpers import onnx_links
 
 pytest.importorskip("onnxruntime.quantization")
 
@@ -52,10 +53,7 @@ def test_corrected_convolutions_match_the_float_means(tmp_path):
     qdq, _ = quantize_onnx(proto, batches, bias_correction=False)
 
     # each quantised Conv's dequantised output (Conv -> QuantizeLinear -> DequantizeLinear) and its bias scale
-    consumers, producer = {}, {o: n for n in qdq.graph.node for o in n.output}
-    for n in qdq.graph.node:
-        for i in n.input:
-            consumers.setdefault(i, []).append(n)
+    producer, consumers = onnx_links(qdq.graph)
     init = {t.name: t for t in qdq.graph.initializer}
     pairs = []
     for conv in qdq.graph.node:

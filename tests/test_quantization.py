@@ -85,14 +85,11 @@ def _float_nodes(path: Path) -> dict[str, list[str]]:
     then runs it in int8; a Resize left out gets its own calibrated scale and runs in float32 unless the
     two scales happen to be equal)."""
     import onnx
+    from helpers import onnx_links
 
     graph = onnx.load(str(path)).graph
     init = {t.name for t in graph.initializer}
-    producer = {o: n for n in graph.node for o in n.output}
-    consumers: dict[str, list] = {}
-    for n in graph.node:
-        for i in n.input:
-            consumers.setdefault(i, []).append(n)
+    producer, consumers = onnx_links(graph)
     out: dict[str, list[str]] = {}
     for n in graph.node:
         if n.op_type == "Conv" and n.input[1] in init:
@@ -131,7 +128,9 @@ def test_unknown_quantization_settings_are_one_line_errors(tmp_path):
 
     for options, message in (({"method": "mse"}, "calibration method mse: choose one of minmax, entropy, percentile"),
                               ({"exclude": "all"}, "quantisation exclude all: choose one of none, head, last-conv, "
-                                                   "last-conv+resize")):
+                                                   "last-conv+resize"),
+                             ({"activations": "int16"}, "quantisation activations int16: choose one of uint8, int8"),
+                             ({"bias_correction": "no"}, "bias_correction must be True or False, got 'no'")):
         with pytest.raises(ExportError) as e:
             export_onnx(tiny_model(), tmp_path / "x.onnx", precision="int8", quantization=options)
         assert str(e.value) == message

@@ -62,18 +62,24 @@ def correct_biases(qdq: Any, fp32: Any, feeds: list[dict[str, np.ndarray]]) -> i
             consumers.setdefault(i, []).append(n)
     float_tensors = {o for n in fp32.graph.node for o in n.output}
 
+    def dequantized(tensor: str) -> str | None:
+        """The DequantizeLinear output behind `tensor`'s QuantizeLinear, if there is one."""
+        for q in consumers.get(tensor, []):
+            if q.op_type == "QuantizeLinear":
+                for dq in consumers.get(q.output[0], []):
+                    if dq.op_type == "DequantizeLinear":
+                        return dq.output[0]
+        return None
+
     steps = []  # (conv output in both graphs, its dequantised output in qdq, bias initializer, bias scale)
     for conv in qdq.graph.node:
         if conv.op_type != "Conv" or len(conv.input) < 3 or conv.output[0] not in float_tensors:
             continue
-        bias_dq = producer.get(conv.input[2])
-        if bias_dq is None or bias_dq.op_type != "DequantizeLinear" or bias_dq.input[0] not in init:
+        bias_dq, out = producer.get(conv.input[2]), dequantized(conv.output[0])
+        if (out is None or bias_dq is None or bias_dq.op_type != "DequantizeLinear"
+                or bias_dq.input[0] not in init or bias_dq.input[1] not in init):
             continue
-        quant = [n for n in consumers.get(conv.output[0], []) if n.op_type == "QuantizeLinear"]
-        dequant = [n for n in consumers.get(quant[0].output[0], []) if n.op_type == "DequantizeLinear"] if quant else []
-        if not dequant or bias_dq.input[1] not in init:
-            continue
-        steps.append((conv.output[0], dequant[0].output[0], init[bias_dq.input[0]],
+        steps.append((conv.output[0], out, init[bias_dq.input[0]],
                       numpy_helper.to_array(init[bias_dq.input[1]]).astype(np.float64)))
     if not steps:
         return 0

@@ -350,6 +350,8 @@ def _excluded_nodes(model: Any, exclude: str) -> list[str]:
 def _check_quantization(method: str = DEFAULT_CALIBRATION_METHOD, exclude: str = DEFAULT_QUANT_EXCLUDE,
                         per_channel: bool = True, activations: str = DEFAULT_ACTIVATIONS,
                         bias_correction: bool = True) -> None:
+    if not isinstance(bias_correction, bool):
+        raise ExportError(f"bias_correction must be True or False, got {bias_correction!r}")
     if activations not in ACTIVATION_TYPES:
         raise ExportError(f"quantisation activations {activations}: choose one of {', '.join(ACTIVATION_TYPES)}")
     if method not in CALIBRATION_METHODS:
@@ -373,7 +375,7 @@ def quantize_onnx(proto: Any, batches: list[np.ndarray], *, method: str = DEFAUL
 
     import onnx
 
-    _check_quantization(method, exclude, per_channel, activations)
+    _check_quantization(method, exclude, per_channel, activations, bias_correction)
     q = _quantization_tools()
 
     class Reader(q.CalibrationDataReader):
