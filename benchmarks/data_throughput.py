@@ -6,9 +6,11 @@ Writes (into a temp dir) a DenseDepth-format nyu_data.zip of N 640x480 pairs: JP
 
 1. Full resolution (640x480 samples as the reader returns them), samples/s:
   - bare: one process reads each member from the zip and decodes it with PIL (no metres, no checks);
-  - DataLoader over `open_dataset("nyu-zip:...")`, num_workers 0/1/2, batch_size 8, a collate that stacks
-    into shared memory inside a worker (one copy, as torch's default_collate does), and, for comparison, one
-    that stacks with numpy so that torch copies the batch again into shared memory to send it;
+  - DataLoader over `open_dataset("nyu-zip:...")`, num_workers 0/1/2, batch_size 8, with our collate
+    (`transferdepth.data.collate.SharedCollate`, the training loader's: a worker stacks into shared-memory
+    buffers it reuses once the main process has dropped a batch), and, for comparison, with 2 workers: a
+    collate that stacks into fresh shared memory per batch (one copy, as torch's default_collate does) and
+    one that stacks with numpy so that torch copies the batch again into shared memory to send it;
   - the same DataLoader over a dataset that returns one pre-decoded sample (no decoding at all): the cost
     of moving full-resolution samples from worker processes to the main process (the IPC ceiling).
   Variants alternate inside each repeat (the machine may be shared); median of --repeats runs, worker
@@ -16,9 +18,9 @@ Writes (into a temp dir) a DenseDepth-format nyu_data.zip of N 640x480 pairs: JP
 2. Training (--train-steps > 0): MobileNetV2 (random init), the default recipe's `TrainStep`, batch 8,
    240x320, the real training loader (`train.data.open_train_data` + `epoch_loader`, 2 workers, TrainTransform
    in the workers, uint8 images normalised in the main process) against the same step on one pre-made batch
-   held in memory, with torch using 2 and 1 threads in the main process. "before" is the loader as it was
-   (float32 images normalised in the workers, stacked with torch.stack and copied again into shared
-   memory). Prints images/s, the time the main process waited in next(loader) per step (the loader's share)
+   held in memory, with torch using 2 and 1 threads in the main process; also the same loader with torch's
+   default_collate (fresh shared memory per batch), and "before": the loader as it first was (float32
+   images normalised in the workers, stacked with torch.stack and copied again into shared memory). Prints images/s, the time the main process waited in next(loader) per step (the loader's share)
    and the step time. On a machine with few cores the workers compete with the training threads for the
    same cores: that cost shows as a slower step, not as waiting, so compare images/s with the pre-made batch.
 
@@ -47,6 +49,7 @@ from torch.utils.data import DistributedSampler
 
 from transferdepth.config import TrainConfig
 from transferdepth.data import open_dataset
+from transferdepth.data.collate import SharedCollate
 from transferdepth.data.transforms import TrainTransform, TransformedDataset
 from transferdepth.train import TrainStep, build, make_optimizer, set_memory_format
 from transferdepth.train import data as tdata
@@ -90,9 +93,9 @@ def write_zip(path: Path, n: int) -> list[tuple[str, str]]:
     return rows
 
 
-def stack(samples: list[dict]) -> dict:
-    """Collate: stack arrays into tensors (B,H,W,3 uint8 / B,H,W float32 / bool), names as a list. Inside a
-    DataLoader worker the stack is written straight into shared memory, so sending it copies nothing more."""
+def fresh_shared_stack(samples: list[dict]) -> dict:
+    """Collate as torch's default_collate does: stack arrays into tensors (B,H,W,3 uint8 / B,H,W float32 /
+    bool), names as a list; inside a DataLoader worker into fresh shared memory for every batch."""
     out: dict = {"name": [s["name"] for s in samples]}
     worker = torch.utils.data.get_worker_info() is not None
     for key in ("rgb", "depth", "valid"):
@@ -138,7 +141,9 @@ class Predecoded(torch.utils.data.Dataset):
         return {k: v.copy() if isinstance(v, np.ndarray) else v for k, v in self.sample.items()}
 
 
-def loader(ds: torch.utils.data.Dataset, workers: int, batch_size: int, collate=stack) -> float:
+def loader(ds: torch.utils.data.Dataset, workers: int, batch_size: int, collate=None) -> float:
+    """Samples/s of one pass, worker start-up included; collate None: ours (SharedCollate)."""
+    collate = collate or SharedCollate(("rgb", "depth", "valid"), {"name": None})
     t = time.perf_counter()
     n = 0
     for batch in torch.utils.data.DataLoader(ds, batch_size=batch_size, num_workers=workers, collate_fn=collate):
@@ -158,6 +163,9 @@ def full_resolution(path: Path, rows: list[tuple[str, str]], args: argparse.Name
     for w in args.workers:
         variants.append((f"DataLoader(nyu-zip), batch {args.batch_size}", str(w),
                          functools.partial(loader, ds, w, args.batch_size)))
+    variants.append((f"DataLoader(nyu-zip), batch {args.batch_size}, fresh shared memory per batch "
+                     "(default_collate's way)", "2", functools.partial(loader, ds, 2, args.batch_size,
+                                                                      fresh_shared_stack)))
     variants.append((f"DataLoader(nyu-zip), batch {args.batch_size}, numpy stack + copy to shared memory", "2",
                      functools.partial(loader, ds, 2, args.batch_size, stack_then_copy)))
     for w in args.workers:
@@ -200,6 +208,14 @@ class FloatImages(torch.utils.data.Dataset):
 def collate_then_copy(items: list[dict]) -> dict:
     """The training collate as it was before: torch.stack, then torch copies it into shared memory to send."""
     batch = {k: torch.stack([it[k] for it in items]) for k in tdata.TENSOR_KEYS}
+    batch["name"] = [it["name"] for it in items]
+    batch["skipped"] = [it.get("skipped", "") for it in items]
+    return batch
+
+
+def default_collate_batch(items: list[dict]) -> dict:
+    """The training collate before SharedCollate: torch's default_collate, fresh shared memory per batch."""
+    batch = {k: torch.utils.data.default_collate([it[k] for it in items]) for k in tdata.TENSOR_KEYS}
     batch["name"] = [it["name"] for it in items]
     batch["skipped"] = [it.get("skipped", "") for it in items]
     return batch
@@ -271,7 +287,9 @@ def training(path: Path, args: argparse.Namespace) -> None:
             yield fixed
 
     variants = [("pre-made batch in memory (no loader)", lambda: premade()),
-                ("real loader (uint8 images, shared-memory collate)", real(train_ds, None, 0)),
+                ("real loader (uint8 images, reused shared buffers)", real(train_ds, None, 0)),
+                ("real loader, fresh shared memory per batch (default_collate)",
+                 real(train_ds, default_collate_batch, 0)),
                 ("real loader before (float32 images, stack + copy)", real(FloatImages(train_ds), collate_then_copy, 0))]
     results: dict[tuple[int, int], list[tuple[float, float, float]]] = {}
     for _ in range(args.repeats):

@@ -7,14 +7,16 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, default_collate
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
 from transferdepth.config import ConfigError, TrainConfig
 from transferdepth.data import open_dataset
+from transferdepth.data.collate import SharedCollate, stack
 from transferdepth.data.transforms import EvalTransform, TrainTransform, TransformedDataset, normalize_images
 from transferdepth.models import DepthNet
 
 TENSOR_KEYS = ("image", "depth", "valid")
+LIST_KEYS = {"name": None, "skipped": ""}  # batch lists, with the value a sample without the key gets
 VAL_MIN_DEPTH_M = 1e-3  # eigen masking of validation: 1e-3 < gt < the model's max_depth
 
 
@@ -35,13 +37,15 @@ class ResumeSampler(Sampler[int]):
 
 
 def collate(items: list[dict[str, Any]]) -> dict[str, Any]:
-    """Stack `image`, `depth`, `valid`; names and skipped-notes as lists. In a DataLoader worker the tensors
-    are stacked straight into shared memory (torch's `default_collate`), so sending the batch to the main
-    process copies nothing more."""
-    batch = {k: default_collate([it[k] for it in items]) for k in TENSOR_KEYS}
-    batch["name"] = [it["name"] for it in items]
-    batch["skipped"] = [it.get("skipped", "") for it in items]
-    return batch
+    """A batch made in this process: `image`, `depth`, `valid` stacked, names and skipped-notes as lists
+    (what the loaders' `collate_fn` gives)."""
+    return stack(items, TENSOR_KEYS, LIST_KEYS)
+
+
+def loader_collate() -> SharedCollate:
+    """The loaders' `collate_fn`: as `collate`, but a worker stacks into shared-memory buffers it reuses once
+    the main process has dropped a batch (data/collate.py), so sending a batch copies nothing more."""
+    return SharedCollate(TENSOR_KEYS, LIST_KEYS)
 
 
 def batch_images(images: torch.Tensor, norm: tuple[tuple[float, ...], tuple[float, ...]],
@@ -107,7 +111,7 @@ def epoch_loader(train_ds: Dataset, sampler: DistributedSampler, cfg: TrainConfi
     if hasattr(train_ds, "set_epoch"):
         train_ds.set_epoch(epoch)
     return DataLoader(train_ds, batch_size=cfg.batch_size, drop_last=True, num_workers=cfg.num_workers,
-                      sampler=ResumeSampler(sampler, skip_batches * cfg.batch_size), collate_fn=collate,
+                      sampler=ResumeSampler(sampler, skip_batches * cfg.batch_size), collate_fn=loader_collate(),
                       pin_memory=pin_memory, generator=loader_generator(cfg.seed, epoch, rank))
 
 
@@ -115,7 +119,8 @@ def val_loader(val_ds: Dataset | None, cfg: TrainConfig, pin_memory: bool) -> Da
     if val_ds is None:
         return None
     return DataLoader(val_ds, batch_size=cfg.batch_size, shuffle=False, num_workers=cfg.num_workers,
-                      collate_fn=collate, pin_memory=pin_memory, generator=loader_generator(cfg.seed, 1 << 30, 0))
+                      collate_fn=loader_collate(), pin_memory=pin_memory,
+                      generator=loader_generator(cfg.seed, 1 << 30, 0))
 
 
 class EmptyDepthCounter:

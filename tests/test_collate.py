@@ -1,0 +1,146 @@
+"""SharedCollate: batches equal a plain stack, a worker reuses its buffers once the main process has dropped a
+batch, and never while any tensor of that batch (or a view of it) is still alive."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from transferdepth.data.collate import CollateError, SharedCollate, stack
+
+KEYS = ("rgb", "depth", "valid")
+
+
+def sample(i: int, h: int = 24, w: int = 32, tensors: bool = False) -> dict:
+    rng = np.random.default_rng(i)
+    s = {"rgb": rng.integers(0, 256, (h, w, 3), dtype=np.uint8),
+         "depth": rng.uniform(0.1, 10, (h, w)).astype(np.float32),
+         "valid": rng.random((h, w)) < 0.8, "name": f"s{i}"}
+    if tensors:
+        s = {k: torch.from_numpy(v) if isinstance(v, np.ndarray) else v for k, v in s.items()}
+    if i % 3 == 0:
+        s["skipped"] = f"{i}\tbad"
+    return s
+
+
+class Samples(Dataset):
+    def __init__(self, n: int, tensors: bool = False):
+        self.n, self.tensors = n, tensors
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int) -> dict:
+        return sample(i, tensors=self.tensors)
+
+
+def expected(indices: list[int]) -> dict:
+    items = [sample(i) for i in indices]
+    return {k: np.stack([it[k] for it in items]) for k in KEYS}
+
+
+def assert_batch(batch: dict, indices: list[int]) -> None:
+    want = expected(indices)
+    for k in KEYS:
+        assert isinstance(batch[k], torch.Tensor)
+        assert batch[k].dtype == torch.from_numpy(want[k]).dtype, k
+        np.testing.assert_array_equal(batch[k].numpy(), want[k], err_msg=k)
+    assert batch["name"] == [f"s{i}" for i in indices]
+    assert batch["skipped"] == [f"{i}\tbad" if i % 3 == 0 else "" for i in indices]
+
+
+def loader(n: int, workers: int, collate: SharedCollate, batch_size: int = 4, **kw) -> DataLoader:
+    return DataLoader(Samples(n, kw.pop("tensors", False)), batch_size=batch_size, num_workers=workers,
+                      collate_fn=collate, **kw)
+
+
+def make() -> SharedCollate:
+    return SharedCollate(KEYS, {"name": None, "skipped": ""})
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+@pytest.mark.parametrize("tensors", [False, True])
+def test_batches_equal_a_plain_stack(workers, tensors):
+    collate = make()
+    for _ in range(2):  # two epochs: fresh workers claim the rows again
+        for b, batch in enumerate(loader(22, workers, collate, tensors=tensors)):
+            assert_batch(batch, list(range(4 * b, min(4 * b + 4, 22))))  # the last batch is smaller
+
+
+def test_batches_a_caller_keeps_are_never_overwritten():
+    """Every batch (or only a view, or only a numpy array of one key) is kept while the loader runs on:
+    its buffer must not be reused, whatever the main process does in between."""
+    collate = make()
+    kept = []
+    for b, batch in enumerate(loader(64, 2, collate)):
+        if b % 3 == 0:
+            kept.append((b, batch))
+        elif b % 3 == 1:
+            kept.append((b, {"depth_view": batch["depth"][1:3], "rgb_np": batch["rgb"].numpy()}))
+        del batch
+    for b, held in kept:
+        want = expected(list(range(4 * b, 4 * b + 4)))
+        if "depth_view" in held:
+            np.testing.assert_array_equal(held["depth_view"].numpy(), want["depth"][1:3])
+            np.testing.assert_array_equal(held["rgb_np"], want["rgb"])
+        else:
+            assert_batch(held, list(range(4 * b, 4 * b + 4)))
+
+
+def _shm_inode(t: torch.Tensor) -> int:
+    fd, _ = t.untyped_storage()._share_fd_cpu_()
+    return os.fstat(fd).st_ino
+
+
+def test_a_worker_reuses_its_buffers_once_batches_are_dropped():
+    collate = make()
+    inodes = set()
+    n_batches = 0
+    for batch in loader(4 * 40, 2, collate):
+        inodes.add(_shm_inode(batch["rgb"]))
+        assert _shm_inode(batch["depth"]) == _shm_inode(batch["rgb"])  # one buffer per batch
+        n_batches += 1
+    assert n_batches == 40
+    # 2 workers x 4 slots; a worker that finds no free slot takes fresh shared memory (timing: allow 4)
+    assert len(inodes) <= 2 * collate.slots + 4, f"{len(inodes)} buffers for {n_batches} batches"
+
+
+def test_spawned_workers_use_the_buffers_too():
+    collate = make()
+    inodes = set()
+    for b, batch in enumerate(loader(4 * 20, 2, collate, multiprocessing_context="spawn")):
+        assert_batch(batch, list(range(4 * b, 4 * b + 4)))
+        inodes.add(_shm_inode(batch["rgb"]))
+    assert len(inodes) <= 2 * collate.slots + 2
+
+
+def test_in_process_stack():
+    batch = stack([sample(0), sample(1)], KEYS, {"name": None, "skipped": ""})
+    assert_batch(batch, [0, 1])
+    assert not batch["rgb"].is_shared()
+
+
+@pytest.mark.parametrize("items, match", [
+    ([sample(0), sample(1, h=20)], r"key 'rgb': sample 1 is \(20, 32, 3\) torch.uint8, sample 0 is \(24, 32, 3\)"),
+    ([sample(0), {**sample(1), "depth": sample(1)["depth"].astype(np.float64)}], r"key 'depth': sample 1 .*float64"),
+    ([sample(0), {"rgb": sample(1)["rgb"]}], r"sample 1 has no 'depth'"),
+    ([{**sample(0), "valid": [True]}], r"key 'valid' of sample 0 is list; expected a numpy array or a torch tensor"),
+    ([], r"an empty batch"),
+])
+def test_bad_batches_are_named(items, match):
+    with pytest.raises(CollateError, match=match):
+        make()(items)
+
+
+def test_bad_batch_in_a_worker_is_one_clear_error():
+    class Ragged(Samples):
+        def __getitem__(self, i):
+            return sample(i, h=24 if i != 5 else 16)
+
+    dl = DataLoader(Ragged(8), batch_size=4, num_workers=1, collate_fn=make())
+    with pytest.raises(CollateError, match=r"key 'rgb': sample 1 is \(16, 32, 3\)"):
+        list(dl)
