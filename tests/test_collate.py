@@ -130,6 +130,7 @@ def test_in_process_stack():
     ([sample(0), {"rgb": sample(1)["rgb"]}], r"sample 1 has no 'depth'"),
     ([{**sample(0), "valid": [True]}], r"key 'valid' of sample 0 is list; expected a numpy array or a torch tensor"),
     ([], r"an empty batch"),
+    ([{**sample(0), "depth": np.array(["a", "b"])}], r"key 'depth' of sample 0 is a numpy array of <U1, which torch"),
 ])
 def test_bad_batches_are_named(items, match):
     with pytest.raises(CollateError, match=match):
@@ -144,3 +145,11 @@ def test_bad_batch_in_a_worker_is_one_clear_error():
     dl = DataLoader(Ragged(8), batch_size=4, num_workers=1, collate_fn=make())
     with pytest.raises(CollateError, match=r"key 'rgb': sample 1 is \(16, 32, 3\)"):
         list(dl)
+
+
+@pytest.mark.parametrize("kwargs, match", [({"keys": ()}, "at least one array key"),
+                                           ({"keys": "rgb"}, "at least one array key"),
+                                           ({"keys": KEYS, "slots": 0}, "slots and max_workers must be >= 1")])
+def test_bad_settings(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        SharedCollate(**kwargs)

@@ -73,6 +73,16 @@ def _as_array(value: Any, key: str, index: int) -> np.ndarray | torch.Tensor:
                        f"array or a torch tensor")
 
 
+def _torch_dtype(value: np.ndarray | torch.Tensor, key: str, index: int) -> torch.dtype:
+    if isinstance(value, torch.Tensor):
+        return value.dtype
+    try:
+        return torch.from_numpy(np.empty(0, value.dtype)).dtype
+    except TypeError as e:
+        raise CollateError(f"collate: key {key!r} of sample {index} is a numpy array of {value.dtype}, which torch "
+                           f"cannot hold ({e})") from e
+
+
 def _layout(items: Sequence[dict[str, Any]], keys: Sequence[str]
             ) -> tuple[list[tuple[str, list[Any], tuple[int, ...], torch.dtype, int]], int]:
     """Per key (key, values, batch shape, dtype, byte offset) and the bytes the whole batch needs."""
@@ -86,9 +96,9 @@ def _layout(items: Sequence[dict[str, Any]], keys: Sequence[str]
                 raise CollateError(f"collate: sample {i} has no {key!r} (it has {sorted(item)})")
             values.append(_as_array(item[key], key, i))
         first = values[0]
-        dtype = first.dtype if isinstance(first, torch.Tensor) else torch.from_numpy(np.empty(0, first.dtype)).dtype
+        dtype = _torch_dtype(first, key, 0)
         for i, v in enumerate(values):
-            vdtype = v.dtype if isinstance(v, torch.Tensor) else torch.from_numpy(np.empty(0, v.dtype)).dtype
+            vdtype = _torch_dtype(v, key, i)
             if tuple(v.shape) != tuple(first.shape) or vdtype != dtype:
                 raise CollateError(f"collate: key {key!r}: sample {i} is {tuple(v.shape)} {vdtype}, sample 0 is "
                                    f"{tuple(first.shape)} {dtype}; a batch needs one shape and type per key "
@@ -143,6 +153,9 @@ class SharedCollate:
                  max_workers: int = 64):
         if slots < 1 or max_workers < 1:
             raise ValueError(f"SharedCollate: slots and max_workers must be >= 1, got {slots}, {max_workers}")
+        if not keys or isinstance(keys, str):
+            raise ValueError(f"SharedCollate: keys must name at least one array key, e.g. ('rgb', 'depth'); got "
+                             f"{keys!r}")
         self.keys, self.lists = tuple(keys), dict(lists or {})
         self.slots, self.max_workers = slots, max_workers
         self.id = uuid.uuid4().hex
