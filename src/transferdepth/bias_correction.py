@@ -7,7 +7,7 @@ the float32 depth in the median, 0.997 x after this correction; docs/using.md). 
 takes the quantised convolutions in graph order and moves each one's int32 bias so that, over the
 calibration images, the per-channel mean of its dequantised output equals the float32 graph's mean of the
 same tensor. Each step sees the earlier corrections (correcting all at once diverges: measured), and runs
-only the part of the graph its tensor depends on (exactly the same values; 3.8-4.4x faster than running the
+only the part of the graph its tensor depends on (exactly the same values; 2.4-4.4x faster than running the
 whole graph for MobileNetV2, EfficientNet-Lite0 and ResNet-50).
 Inputs/outputs are onnx ModelProtos; nothing here imports torch.
 """
