@@ -31,13 +31,3 @@ def hooked_make_optimizer(on_optimizer):
         return opt
 
     return make
-
-
-def onnx_links(graph) -> tuple[dict, dict]:
-    """(producer, consumers) of an ONNX graph: tensor name -> the node writing it / the nodes reading it."""
-    producer = {o: n for n in graph.node for o in n.output}
-    consumers: dict[str, list] = {}
-    for n in graph.node:
-        for i in n.input:
-            consumers.setdefault(i, []).append(n)
-    return producer, consumers

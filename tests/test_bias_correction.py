@@ -6,7 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from helpers import onnx_links
+
+from transferdepth.bias_correction import graph_links
 
 pytest.importorskip("onnxruntime.quantization")
 
@@ -53,7 +54,7 @@ def test_corrected_convolutions_match_the_float_means(tmp_path):
     qdq, _ = quantize_onnx(proto, batches, bias_correction=False)
 
     # each quantised Conv's dequantised output (Conv -> QuantizeLinear -> DequantizeLinear) and its bias scale
-    producer, consumers = onnx_links(qdq.graph)
+    producer, consumers = graph_links(qdq.graph)
     init = {t.name: t for t in qdq.graph.initializer}
     pairs = []
     for conv in qdq.graph.node:
@@ -81,7 +82,7 @@ def test_each_step_runs_only_what_its_tensor_needs():
     import onnx
     import onnxruntime as ort
 
-    from transferdepth.bias_correction import _with_outputs
+    from transferdepth.bias_correction import _subgraph
     from transferdepth.export import INPUT_NAME, MetricDepth, _trace_onnx
     from transferdepth.models import create_model
 
@@ -96,7 +97,7 @@ def test_each_step_runs_only_what_its_tensor_needs():
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # as correct_biases runs it
     want = ort.InferenceSession(full.SerializeToString(), so, providers=["CPUExecutionProvider"]).run(convs, x)
     for k in (3, len(convs) - 1):
-        cut = _with_outputs(proto, [convs[k]])
+        cut = _subgraph(proto, [convs[k]], graph_links(proto.graph)[0])
         got = ort.InferenceSession(cut, so, providers=["CPUExecutionProvider"]).run([convs[k]], x)[0]
         np.testing.assert_array_equal(got, want[k])
         n_cut = len(onnx.load_from_string(cut).graph.node)

@@ -85,11 +85,12 @@ def _float_nodes(path: Path) -> dict[str, list[str]]:
     then runs it in int8; a Resize left out gets its own calibrated scale and runs in float32 unless the
     two scales happen to be equal)."""
     import onnx
-    from helpers import onnx_links
+
+    from transferdepth.bias_correction import graph_links
 
     graph = onnx.load(str(path)).graph
     init = {t.name for t in graph.initializer}
-    producer, consumers = onnx_links(graph)
+    producer, consumers = graph_links(graph)
     out: dict[str, list[str]] = {}
     for n in graph.node:
         if n.op_type == "Conv" and n.input[1] in init:

@@ -19,21 +19,28 @@ from typing import Any
 import numpy as np
 
 
-def _with_outputs(model: Any, names: list[str]) -> bytes:
+def graph_links(graph: Any) -> tuple[dict[str, Any], dict[str, list[Any]]]:
+    """(producer, consumers) of an ONNX graph: tensor name -> the node writing it / the nodes reading it."""
+    producer = {o: n for n in graph.node for o in n.output}
+    consumers: dict[str, list[Any]] = {}
+    for n in graph.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+    return producer, consumers
+
+
+def _subgraph(model: Any, names: list[str], producer: dict[str, Any]) -> bytes:
     """`model` cut down to what computing `names` needs: those tensors as its outputs, and only the nodes and
-    initializers they depend on (the rest would be run for nothing)."""
+    initializers they depend on (the rest would be run for nothing). `producer`: from `graph_links`."""
     import onnx
 
-    producer = {o: n for n in model.graph.node for o in n.output}
-    needed, stack, seen = set(), list(names), set()
+    needed: set[int] = set()
+    stack = list(names)
     while stack:
-        t = stack.pop()
-        node = producer.get(t)
-        if node is None or id(node) in seen:
-            continue
-        seen.add(id(node))
-        needed.add(id(node))
-        stack.extend(i for i in node.input if i)
+        node = producer.get(stack.pop())
+        if node is not None and id(node) not in needed:
+            needed.add(id(node))
+            stack.extend(i for i in node.input if i)
     nodes = [n for n in model.graph.node if id(n) in needed]
     used = {i for n in nodes for i in n.input}
     graph = onnx.helper.make_graph(
@@ -71,11 +78,7 @@ def correct_biases(qdq: Any, fp32: Any, feeds: list[dict[str, np.ndarray]]) -> i
     from onnx import numpy_helper
 
     init = {t.name: t for t in qdq.graph.initializer}
-    producer = {o: n for n in qdq.graph.node for o in n.output}
-    consumers: dict[str, list[Any]] = {}
-    for n in qdq.graph.node:
-        for i in n.input:
-            consumers.setdefault(i, []).append(n)
+    producer, consumers = graph_links(qdq.graph)
     float_tensors = {o for n in fp32.graph.node for o in n.output}
 
     def dequantized(tensor: str) -> str | None:
@@ -99,9 +102,10 @@ def correct_biases(qdq: Any, fp32: Any, feeds: list[dict[str, np.ndarray]]) -> i
                       numpy_helper.to_array(init[bias_dq.input[1]]).astype(np.float64)))
     if not steps:
         return 0
-    targets = _channel_means(_with_outputs(fp32, [s[0] for s in steps]), [s[0] for s in steps], feeds)
+    float_names = [s[0] for s in steps]
+    targets = _channel_means(_subgraph(fp32, float_names, graph_links(fp32.graph)[0]), float_names, feeds)
     for (_, dequantized, bias, scale), target in zip(steps, targets):
-        (mean,) = _channel_means(_with_outputs(qdq, [dequantized]), [dequantized], feeds)
+        (mean,) = _channel_means(_subgraph(qdq, [dequantized], producer), [dequantized], feeds)
         shift = np.round((target - mean) / scale).astype(np.int64)
         value = np.clip(numpy_helper.to_array(bias).astype(np.int64) + shift, -2**31, 2**31 - 1).astype(np.int32)
         bias.CopyFrom(numpy_helper.from_array(value, bias.name))

@@ -369,8 +369,8 @@ def quantize_onnx(proto: Any, batches: list[np.ndarray], *, method: str = DEFAUL
     of (1,3,H,W) float32 RGB in [0,1]), and metadata describing the method. exclude: which nodes stay float32
     ("none"; "head": those after the last convolution; "last-conv": that convolution too; "last-conv+resize":
     also every Resize). bias_correction: shift each quantised convolution's bias so that its mean output on
-    `batches` matches the float graph's (`transferdepth.bias_correction`; one pass of the graph per
-    convolution)."""
+    `batches` matches the float graph's (`transferdepth.bias_correction`; per convolution one pass of the
+    part of the graph it depends on)."""
     import tempfile
 
     import onnx

@@ -105,7 +105,7 @@ def _layout(items: Sequence[dict[str, Any]], keys: Sequence[str]
                                    f"(resize the samples, or use batch size 1)")
         shape = (len(values), *first.shape)
         out.append((key, values, shape, dtype, offset))
-        nbytes = int(np.prod(shape)) * torch.empty(0, dtype=dtype).element_size()
+        nbytes = int(np.prod(shape)) * dtype.itemsize
         offset += -(-nbytes // ALIGN) * ALIGN
     return out, max(offset, ALIGN)
 
@@ -115,14 +115,18 @@ def _fill(storage: torch.UntypedStorage, layout: Iterable[tuple[str, list[Any], 
     """Stack each key's values into its place in `storage`."""
     out = {}
     for key, values, shape, dtype, offset in layout:
-        t = torch.empty(0, dtype=dtype)
-        t.set_(storage, offset // t.element_size(), shape)
+        t = torch.empty(0, dtype=dtype).set_(storage, offset // dtype.itemsize, shape)
         if all(isinstance(v, torch.Tensor) for v in values):
             torch.stack(values, out=t)
         else:
             np.stack([v.numpy() if isinstance(v, torch.Tensor) else v for v in values], out=t.numpy())
         out[key] = t
     return out
+
+
+def _lists(items: Sequence[dict[str, Any]], lists: dict[str, Any]) -> dict[str, list[Any]]:
+    """Each key of `lists` as a list over the items (a missing value as the key's default)."""
+    return {k: [it.get(k, d) for it in items] for k, d in lists.items()}
 
 
 class _HeldBatch(dict):
@@ -247,7 +251,7 @@ class SharedCollate:
         if get_worker_info() is None:  # main process: nothing to share
             return stack(items, self.keys, self.lists)
         layout, nbytes = _layout(items, self.keys)
-        lists = {k: [it.get(k, d) for it in items] for k, d in self.lists.items()}
+        lists = _lists(items, self.lists)
         slot = self._slot(nbytes)
         if slot is None:
             return {**_fill(torch.UntypedStorage._new_shared(nbytes), layout), **lists}
@@ -262,8 +266,7 @@ def stack(items: Sequence[dict[str, Any]], keys: Sequence[str], lists: dict[str,
     """What `SharedCollate(keys, lists)` returns in the main process: `keys` stacked into (N, ...) tensors
     (one storage), the keys of `lists` as lists (a missing value as the given default)."""
     layout, nbytes = _layout(items, keys)
-    return {**_fill(torch.UntypedStorage(nbytes), layout),
-            **{k: [it.get(k, d) for it in items] for k, d in (lists or {}).items()}}
+    return {**_fill(torch.UntypedStorage(nbytes), layout), **_lists(items, lists or {})}
 
 
 def _unlink(path: str, pid: int) -> None:
