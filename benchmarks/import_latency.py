@@ -5,7 +5,7 @@
 Needs the [keras-parity] extra (tensorflow, tf-keras). Builds DenseDepth's Keras architecture
 (tests/keras_reference.py, random weights: latency does not depend on them), saves it as HDF5 the way
 DenseDepth's files are saved, imports it with `transferdepth.importers.import_densedepth`, then times batch 1,
-fp32, no flip: PyTorch = `transferdepth.inference.infer` (normalise, forward, DepthNorm -> metres, clamp);
+fp32, no flip: PyTorch = `transferdepth.inference.core.infer` (normalise, forward, DepthNorm -> metres, clamp);
 Keras = `model(x, training=False)` eagerly plus DenseDepth's clip(maxDepth / y) in numpy. Same thread count
 for both. Median of --repeats after --warmup runs. Prints the machine's load and a Markdown table.
 """
@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from transferdepth.importers import import_densedepth  # torchvision before tensorflow (see keras_reference)
-from transferdepth.inference import infer
+from transferdepth.inference.core import infer
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 

@@ -33,7 +33,7 @@ import torch
 
 from transferdepth.build import build_model
 from transferdepth.export import MetricDepth, export_onnx
-from transferdepth.inference import infer
+from transferdepth.inference.core import infer
 from transferdepth.models import available_encoders
 from transferdepth.utils import tune_cpu_allocator
 

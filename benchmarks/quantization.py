@@ -34,10 +34,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from real_data_study import KITCHEN_HELD, OFFICE, SIZE, STEPS, TRAIN, eval_sets, fine_tune  # noqa: E402
 
 from transferdepth.api import DepthEstimator  # noqa: E402
-from transferdepth.checkpoint import load_checkpoint  # noqa: E402
 from transferdepth.data import open_dataset  # noqa: E402
 from transferdepth.evaluate import Predictions, evaluate  # noqa: E402
 from transferdepth.export import export_onnx  # noqa: E402
+from transferdepth.inference.checkpoint import load_checkpoint  # noqa: E402
 from transferdepth.study import EvalSet, Variant  # noqa: E402
 
 CALIBRATION = TRAIN  # training frames (< 800), never the test frames

@@ -157,7 +157,7 @@ def main() -> None:
 
     from transferdepth.api import DepthEstimator
     from transferdepth.build import build_model
-    from transferdepth.checkpoint import save_checkpoint
+    from transferdepth.inference.checkpoint import save_checkpoint
 
     load_avg = ", ".join(f"{v:.2f}" for v in os.getloadavg())
     print(f"torch {torch.__version__}, {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "

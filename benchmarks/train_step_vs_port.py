@@ -29,7 +29,7 @@ them alike; figures are medians over `--repeats` rounds after `--warmup` rounds.
 median step time / ours (> 1: ours is faster; the issue's target is >= 1.1). GFLOP/s = 3 x the forward FLOPs
 (torch.utils.flop_counter) / the step time, against the machine's measured peaks: a 2048^2 fp32 matmul and a
 3x3 fp32 convolution (256 -> 256 channels, 60x80, batch 4), each the median of 5 at the same thread count.
-`--infer`: eval-mode, no-grad forward at batch 1: ours through `transferdepth.inference.infer(flip=False)` (the
+`--infer`: eval-mode, no-grad forward at batch 1: ours through `transferdepth.inference.core.infer(flip=False)` (the
 one inference path: network, DepthNorm to metres, resize to the input size, clamp) against the port's
 `model(x)` followed by the same DepthNorm, x2 bilinear resize and clamp.
 `--profile`: torch.profiler's top operators (self CPU time) for one step of each variant.
@@ -51,7 +51,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from transferdepth.config import TrainConfig
-from transferdepth.inference import infer
+from transferdepth.inference.core import infer
 from transferdepth.recipe import PRESETS
 from transferdepth.train import TrainStep, build, make_optimizer, set_memory_format
 from transferdepth.utils import tune_cpu_allocator

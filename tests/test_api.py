@@ -14,7 +14,7 @@ from PIL import Image
 
 from transferdepth import DepthEstimator
 from transferdepth.api import ImageError, load_image
-from transferdepth.inference import infer
+from transferdepth.inference.core import infer
 
 
 @pytest.fixture(scope="module")
@@ -159,7 +159,7 @@ def test_max_side_bounds_what_the_network_sees():
     reference: infer with that input size given explicitly."""
     from transferdepth.api import DEFAULT_MAX_SIDE
     from transferdepth.cli import build_parser
-    from transferdepth.inference import rgb_to_tensor
+    from transferdepth.inference.core import rgb_to_tensor
 
     seen = []
     model = tiny_model()

@@ -9,10 +9,10 @@ import pytest
 from helpers import tiny_model
 from PIL import Image
 
-from transferdepth import camera
-from transferdepth.camera import IntrinsicsError, IntrinsicsSpec, parse_spec, resolve
-from transferdepth.checkpoint import save_checkpoint
 from transferdepth.cli import main
+from transferdepth.geometry import camera
+from transferdepth.geometry.camera import IntrinsicsError, IntrinsicsSpec, parse_spec, resolve
+from transferdepth.inference.checkpoint import save_checkpoint
 
 EXIF_IFD, ORIENTATION = 0x8769, 0x0112
 

@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from transferdepth.checkpoint import (
+from transferdepth.inference.checkpoint import (
     CONFIG_FILE,
     WEIGHTS_FILE,
     CheckpointError,

@@ -6,11 +6,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from transferdepth.checkpoint import load_checkpoint, read_config
 from transferdepth.config import load_config
 from transferdepth.data import InMemory, open_dataset
 from transferdepth.data.transforms import TrainTransform, TransformedDataset
 from transferdepth.evaluate import predict_dataset
+from transferdepth.inference.checkpoint import load_checkpoint, read_config
 from transferdepth.train import train
 
 SCALE = 6.0  # procedural rooms (0.5-10 m) scaled to 3-60 m

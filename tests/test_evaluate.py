@@ -13,10 +13,10 @@ import torch
 
 from transferdepth import cli
 from transferdepth.build import build_model
-from transferdepth.checkpoint import save_checkpoint
 from transferdepth.config import load_config
 from transferdepth.data import open_dataset
 from transferdepth.evaluate import evaluate, predict_dataset
+from transferdepth.inference.checkpoint import save_checkpoint
 from transferdepth.metrics import depth_metrics
 from transferdepth.study import compare
 
@@ -106,7 +106,7 @@ def test_evaluate_cli_writes_metrics_json(tmp_path, capsys):
             "n_images"} <= rec.keys()
     assert rec["protocol"] == "eigen" and rec["n_images"] == 3
     # the CLI's numbers are the API's on the same checkpoint and data (the model's range; eigen mask < 10 m)
-    from transferdepth.checkpoint import load_checkpoint
+    from transferdepth.inference.checkpoint import load_checkpoint
 
     api = evaluate(load_checkpoint(ckpt), open_dataset("procedural:n=3&seed=5&height=64&width=64"), "eigen",
                    crop="full")

@@ -12,8 +12,8 @@ from helpers import tiny_model
 from PIL import Image
 
 from transferdepth import DepthEstimator
-from transferdepth.checkpoint import save_checkpoint
 from transferdepth.cli import main
+from transferdepth.inference.checkpoint import save_checkpoint
 from transferdepth.models import available_encoders
 
 
@@ -112,7 +112,7 @@ def test_onnx_dynamic_shapes_are_exact_for_every_encoder_at_odd_sizes(name, tmp_
     import onnxruntime as ort
 
     from transferdepth.export import export_onnx
-    from transferdepth.inference import infer
+    from transferdepth.inference.core import infer
 
     model = _narrow_spread_model(name)
     path = export_onnx(model, tmp_path / "m.onnx")

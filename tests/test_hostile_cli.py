@@ -12,8 +12,8 @@ import torch
 from helpers import tiny_model
 from PIL import Image
 
-from transferdepth.checkpoint import save_checkpoint
 from transferdepth.cli import main
+from transferdepth.inference.checkpoint import save_checkpoint
 from transferdepth.utils import atomic_write
 
 

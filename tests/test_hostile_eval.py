@@ -8,7 +8,7 @@ import torch
 
 from transferdepth import cli
 from transferdepth.build import build_model
-from transferdepth.checkpoint import save_checkpoint
+from transferdepth.inference.checkpoint import save_checkpoint
 
 DATA = "procedural:n=1&seed=0&height=32&width=32"
 

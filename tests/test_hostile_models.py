@@ -8,7 +8,7 @@ import socket
 import pytest
 import torch
 
-from transferdepth.checkpoint import CONFIG_FILE, CheckpointError, load_checkpoint, save_checkpoint
+from transferdepth.inference.checkpoint import CONFIG_FILE, CheckpointError, load_checkpoint, save_checkpoint
 from transferdepth.models import available_encoders, create_model, get_spec
 
 

@@ -27,10 +27,10 @@ from PIL import Image
 
 import transferdepth.importers.densedepth as dd
 import transferdepth.models.decoder as decoder_mod
-from transferdepth.checkpoint import load_checkpoint, model_config, read_config, save_checkpoint
 from transferdepth.cli import main
 from transferdepth.importers import ModelImportError, import_densedepth, read_densedepth
-from transferdepth.inference import infer, rgb_to_tensor
+from transferdepth.inference.checkpoint import load_checkpoint, model_config, read_config, save_checkpoint
+from transferdepth.inference.core import infer, rgb_to_tensor
 from transferdepth.models import create_model
 
 TOL_M = 1e-3  # the parity bar: max abs difference in metres

@@ -1,7 +1,7 @@
 """One inference path: a real 7-Scenes frame through every caller gives the same metres as `infer`.
 
 DepthEstimator (API, predict CLI, serve's torch engine), evaluate, the export wrapper (and its ONNX file),
-training validation and the demo's evaluation all go through `transferdepth.inference.infer`.
+training validation and the demo's evaluation all go through `transferdepth.inference.core.infer`.
 """
 
 from __future__ import annotations
@@ -13,12 +13,12 @@ from helpers import tiny_model
 from PIL import Image
 
 from transferdepth import DepthEstimator
-from transferdepth.checkpoint import save_checkpoint
 from transferdepth.cli import main
 from transferdepth.data.transforms import EvalTransform
 from transferdepth.evaluate import predict_dataset
 from transferdepth.export import MetricDepth
-from transferdepth.inference import infer, rgb_to_tensor
+from transferdepth.inference.checkpoint import save_checkpoint
+from transferdepth.inference.core import infer, rgb_to_tensor
 from transferdepth.train.validation import validate
 
 

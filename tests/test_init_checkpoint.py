@@ -10,10 +10,10 @@ import torch
 from safetensors.torch import load_file
 from test_import_densedepth import write_keras_h5
 
-from transferdepth.checkpoint import load_checkpoint, read_config, save_checkpoint
 from transferdepth.cli import main
 from transferdepth.config import ConfigError, TrainConfig, load_config
 from transferdepth.importers import import_densedepth
+from transferdepth.inference.checkpoint import load_checkpoint, read_config, save_checkpoint
 from transferdepth.models import create_model
 from transferdepth.train import resolve_config, train
 

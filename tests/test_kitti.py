@@ -11,10 +11,10 @@ import pytest
 from helpers import tiny_model
 from PIL import Image
 
-from transferdepth.checkpoint import load_checkpoint, save_checkpoint
 from transferdepth.cli import main
 from transferdepth.data import DatasetError, open_dataset
 from transferdepth.evaluate import evaluate, iter_predictions
+from transferdepth.inference.checkpoint import load_checkpoint, save_checkpoint
 from transferdepth.metrics import MetricAccumulator, compute_errors, depth_metrics, garg_crop
 
 FOCAL = 721.5377

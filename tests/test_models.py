@@ -318,7 +318,7 @@ def _smooth_rgb(h, w):
 @pytest.mark.parametrize("multiple", [1, 32])
 def test_inference_runs_the_model_at_the_input_size(size, multiple):
     # infer adds no padding of its own: new models see the image as is, old checkpoints pad to 32 in forward
-    from transferdepth.inference import infer
+    from transferdepth.inference.core import infer
     from transferdepth.recipe import depthnorm_to_depth
 
     model = _spread_model(pad_multiple=multiple)

@@ -12,9 +12,9 @@ from helpers import tiny_model
 from PIL import Image
 
 from transferdepth import DepthEstimator
-from transferdepth.checkpoint import save_checkpoint
 from transferdepth.cli import main
-from transferdepth.inference import infer, rgb_to_tensor
+from transferdepth.inference.checkpoint import save_checkpoint
+from transferdepth.inference.core import infer, rgb_to_tensor
 
 ort = pytest.importorskip("onnxruntime")
 

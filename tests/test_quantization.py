@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pytest
 
-from transferdepth.checkpoint import load_checkpoint
+from transferdepth.inference.checkpoint import load_checkpoint
 from transferdepth.study import Variant
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))

@@ -23,9 +23,10 @@ pytest.importorskip("uvicorn")
 pytest.importorskip("multipart")
 
 from transferdepth.api import DepthEstimator  # noqa: E402
-from transferdepth.camera import default_intrinsics  # noqa: E402
-from transferdepth.checkpoint import save_checkpoint  # noqa: E402
-from transferdepth.predict import colorize, depth_to_mm, depth_to_points  # noqa: E402
+from transferdepth.geometry.camera import default_intrinsics  # noqa: E402
+from transferdepth.geometry.points import depth_to_points  # noqa: E402
+from transferdepth.inference.checkpoint import save_checkpoint  # noqa: E402
+from transferdepth.inference.imageio import colorize, depth_to_mm  # noqa: E402
 from transferdepth.serve.app import Settings, create_app, serve_in_thread  # noqa: E402
 from transferdepth.serve.engine import Options, TorchEngine  # noqa: E402
 

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from transferdepth.stereo import StereoOptions, compose, render_stereo, stereo_image
+from transferdepth.geometry.stereo import StereoOptions, compose, render_stereo, stereo_image
 
 H, W, FX, B = 40, 200, 400.0, 0.065
 Z_BACK, Z_FRONT = 4.0, 1.0  # disparities B*FX/Z: 6.5 px and 26 px

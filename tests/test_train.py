@@ -295,7 +295,7 @@ def test_uint8_loader_trains_exactly_as_float_images(tmp_path):
 def test_memory_layout_of_training_and_inference(tmp_path, monkeypatch, channels_last):
     """`channels_last` (default true) gives the network channels_last weights and batches in training; inference
     feeds it channels_last input on the CPU whatever the key (the same maths, faster convolutions)."""
-    from transferdepth.inference import infer
+    from transferdepth.inference.core import infer
     from transferdepth.train import step as tstep
 
     seen = []

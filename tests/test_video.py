@@ -10,8 +10,8 @@ import pytest
 from helpers import tiny_model
 
 from transferdepth import DepthEstimator
-from transferdepth.checkpoint import save_checkpoint
 from transferdepth.cli import main
+from transferdepth.inference.checkpoint import save_checkpoint
 from transferdepth.predict import colorize
 
 av = pytest.importorskip("av")

@@ -7,7 +7,7 @@
 Images are read as 8-bit RGB: EXIF orientation applied (files), greyscale / alpha / palette converted,
 16-bit and 32-bit single-channel images scaled by their own maximum to 8 bit. Every problem with an input
 raises `ImageError` (a ValueError) naming the file and the reason (reading and writing images:
-`transferdepth.imageio`). The network sees at most `max_side` pixels on the longer side (default 1280).
+`transferdepth.inference.imageio`). The network sees at most `max_side` pixels on the longer side (default 1280).
 """
 
 from __future__ import annotations
@@ -21,8 +21,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from transferdepth.checkpoint import load_checkpoint, save_checkpoint
-from transferdepth.imageio import (  # noqa: F401  (ImageError, load_image: public here too)
+from transferdepth.inference.checkpoint import load_checkpoint, save_checkpoint
+from transferdepth.inference.core import CHANNELS_LAST_DEVICES, infer, rgb_to_tensor
+from transferdepth.inference.imageio import (  # noqa: F401  (ImageError, load_image: public here too)
     DEFAULT_MAX_PIXELS,
     ImageError,
     ImageInput,
@@ -31,7 +32,6 @@ from transferdepth.imageio import (  # noqa: F401  (ImageError, load_image: publ
     load_image,
     pil_to_rgb,
 )
-from transferdepth.inference import CHANNELS_LAST_DEVICES, infer, rgb_to_tensor
 from transferdepth.models import DepthNet
 from transferdepth.utils import resolve_device
 

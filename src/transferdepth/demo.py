@@ -20,14 +20,14 @@ import torch
 from torch.utils.data import Subset
 
 from transferdepth import report
-from transferdepth.checkpoint import load_checkpoint
 from transferdepth.config import load_config
 from transferdepth.data import InMemory, open_dataset
 from transferdepth.data.transforms import TrainTransform, TransformedDataset
 from transferdepth.evaluate import describe, evaluate, predict_dataset
-from transferdepth.imageio import write_color
+from transferdepth.geometry.points import depth_to_points
+from transferdepth.inference.checkpoint import load_checkpoint
+from transferdepth.inference.imageio import write_color
 from transferdepth.models import get_spec
-from transferdepth.predict import depth_to_points
 from transferdepth.recipe import nyu_intrinsics
 from transferdepth.train import train
 from transferdepth.weights import load_imagenet_state

@@ -1,6 +1,6 @@
 """Evaluation: run a model over a test set under a named protocol and return a metrics record.
 
-Prediction is `transferdepth.inference.infer` (the one inference path): the image and its mirror are
+Prediction is `transferdepth.inference.core.infer` (the one inference path): the image and its mirror are
 predicted and averaged in metres, resized (bilinear) to the ground truth's size and clamped to the model's
 range (or [min_depth, max_depth]). `size` feeds the network a resized image (for models trained at another
 resolution).
@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from transferdepth.inference import infer, rgb_to_tensor
+from transferdepth.inference.core import infer, rgb_to_tensor
 from transferdepth.metrics import (
     EIGEN_MIN_GT_M,
     GARG_CROP_FRACTIONS,

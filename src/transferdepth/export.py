@@ -47,8 +47,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from transferdepth.bias_correction import correct_biases
-from transferdepth.checkpoint import load_checkpoint
-from transferdepth.inference import infer
+from transferdepth.inference.checkpoint import load_checkpoint
+from transferdepth.inference.core import infer
 from transferdepth.models import DepthNet
 from transferdepth.utils import atomic_write
 
@@ -63,7 +63,7 @@ DEFAULT_CALIBRATION_SIZE = (240, 320)  # (H, W) calibration images are resized t
 
 
 class MetricDepth(nn.Module):
-    """(N,3,H,W) RGB in [0,1] -> (N,1,H,W) metres: `transferdepth.inference.infer(model, rgb, flip=flip)`."""
+    """(N,3,H,W) RGB in [0,1] -> (N,1,H,W) metres: `transferdepth.inference.core.infer(model, rgb, flip=flip)`."""
 
     def __init__(self, model: DepthNet, min_depth: float | None = None, max_depth: float | None = None,
                  flip: bool = False):
@@ -267,8 +267,7 @@ def calibration_batches(spec: str, count: int = 16, size: tuple[int, int] = DEFA
     from PIL import Image
 
     from transferdepth.data import open_dataset
-    from transferdepth.imageio import load_image
-    from transferdepth.predict import IMAGE_EXTENSIONS
+    from transferdepth.inference.imageio import IMAGE_EXTENSIONS, load_image
 
     if count < 1:
         raise ExportError(f"--calibration-count must be at least 1, got {count}")

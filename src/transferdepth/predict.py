@@ -1,7 +1,7 @@
 """Batch prediction over image files: finding inputs, naming outputs, the loop, point clouds.
 
 The image reader and the depth writers (16-bit PNG mm, .npy metres, colour, PLY) live in
-`transferdepth.imageio`; their names stay importable from here.
+`transferdepth.inference.imageio`; their names stay importable from here.
 
 Output names, for an input `<stem>.<ext>` (in a sub-folder of `out` mirroring the input's folder with
 `--recursive`): `<stem>_depth_mm.png`, `<stem>_depth_m.npy`, `<stem>_depth_color.png`, `<stem>.ply`.
@@ -21,9 +21,12 @@ from typing import TextIO
 import numpy as np
 
 from transferdepth.api import DepthEstimator
-from transferdepth.camera import IntrinsicsError, IntrinsicsSpec, enable_heif
-from transferdepth.camera import resolve as resolve_intrinsics
-from transferdepth.imageio import (  # noqa: F401  (colorize, depth_to_mm: public here too)
+from transferdepth.geometry.camera import IntrinsicsError, IntrinsicsSpec, enable_heif
+from transferdepth.geometry.camera import resolve as resolve_intrinsics
+from transferdepth.geometry.points import depth_to_points
+from transferdepth.geometry.stereo import StereoOptions, write_stereo
+from transferdepth.inference.imageio import (  # noqa: F401  (colorize, depth_to_mm: public here too)
+    IMAGE_EXTENSIONS,
     ImageError,
     colorize,
     depth_to_mm,
@@ -33,10 +36,7 @@ from transferdepth.imageio import (  # noqa: F401  (colorize, depth_to_mm: publi
     write_ply,
     write_png16,
 )
-from transferdepth.stereo import StereoOptions, write_stereo
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif",
-                    ".pgm", ".ppm", ".pnm", ".pbm", ".heic", ".heif")
 FORMATS = ("png16", "npy", "color", "ply", "stereo")
 SUFFIXES = {"png16": "_depth_mm.png", "npy": "_depth_m.npy", "color": "_depth_color.png", "ply": ".ply",
             "stereo": "_stereo.png"}
@@ -132,22 +132,6 @@ def _unique_names(found: list[tuple[Path, Path]], failures: list[Failure]) -> li
 
 
 # --- writers -----------------------------------------------------------------------------------
-
-def depth_to_points(depth_m: np.ndarray, rgb: np.ndarray, intrinsics: tuple[float, ...],
-                    stride: int = 1) -> tuple[np.ndarray, np.ndarray]:
-    """Back-project every `stride`-th pixel (u, v) with depth d to the camera frame, metres:
-    x = (u - cx) d / fx, y = (v - cy) d / fy, z = d (x right, y down, z forward; u, v = column, row).
-
-    Returns float32 (N,3) points and uint8 (N,3) colours; pixels with non-finite or non-positive depth are left out.
-    """
-    fx, fy, cx, cy = intrinsics
-    v, u = np.mgrid[0:depth_m.shape[0]:stride, 0:depth_m.shape[1]:stride]
-    d = np.asarray(depth_m, dtype=np.float64)[v, u]
-    ok = np.isfinite(d) & (d > 0)
-    u, v, d = u[ok], v[ok], d[ok]
-    xyz = np.stack([(u - cx) * d / fx, (v - cy) * d / fy, d], axis=1).astype(np.float32)
-    return xyz, rgb[v, u].astype(np.uint8)
-
 
 def write_outputs(base: Path, depth_m: np.ndarray, rgb: np.ndarray, opts: OutputOptions,
                   source: Path | None = None) -> list[Path]:

@@ -36,10 +36,10 @@ from torch.utils.data import Dataset
 from torch.utils.flop_counter import FlopCounterMode
 
 from transferdepth import report
-from transferdepth.checkpoint import load_checkpoint
 from transferdepth.config import TrainConfig, with_recipe
 from transferdepth.data import open_dataset
 from transferdepth.evaluate import describe, evaluate, predict_dataset
+from transferdepth.inference.checkpoint import load_checkpoint
 from transferdepth.models import DepthNet
 from transferdepth.recipe import PRESETS
 from transferdepth.stats import paired_difference, summarize

@@ -34,9 +34,9 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from transferdepth.camera import Intrinsics, IntrinsicsError, IntrinsicsSpec, resolve
+from transferdepth.geometry.camera import Intrinsics, IntrinsicsError, IntrinsicsSpec, resolve
+from transferdepth.geometry.stereo import StereoOptions, convergence_for, stereo_image
 from transferdepth.predict import Failure, colorize, write_png16
-from transferdepth.stereo import StereoOptions, convergence_for, stereo_image
 from transferdepth.utils import atomic_write
 
 VIDEO_EXTENSIONS = (".mp4", ".mov", ".m4v", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".ts", ".mts", ".m2ts",
@@ -424,7 +424,7 @@ def split_inputs(files: list[tuple[Path, Path]]
     """(image files, video files, failures) by extension; a file with neither an image nor a video
     extension is opened to see which it is, and fails when it is neither (missing and empty files are
     left with the images, whose reader names the problem)."""
-    from transferdepth.predict import IMAGE_EXTENSIONS
+    from transferdepth.inference.imageio import IMAGE_EXTENSIONS
 
     images, videos, failures = [], [], []
     for path, stem in files:

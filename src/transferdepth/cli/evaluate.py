@@ -86,9 +86,9 @@ def check_args(args: argparse.Namespace) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from transferdepth.checkpoint import load_checkpoint
     from transferdepth.data import open_dataset
     from transferdepth.evaluate import describe, evaluate
+    from transferdepth.inference.checkpoint import load_checkpoint
     from transferdepth.recipe import check_depth_range
     from transferdepth.report import markdown_table, write_text
     from transferdepth.utils import resolve_device

@@ -28,8 +28,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _densedepth(args: argparse.Namespace) -> int:
-    from transferdepth.checkpoint import save_checkpoint
     from transferdepth.importers import import_densedepth
+    from transferdepth.inference.checkpoint import save_checkpoint
 
     model, meta = import_densedepth(args.file, dataset=args.dataset, min_depth=args.min_depth,
                                     max_depth=args.max_depth)

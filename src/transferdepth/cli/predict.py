@@ -87,8 +87,8 @@ def parse_options(args: argparse.Namespace):
         range_m = _floats(args.range, 2, "--range")
         if not 0 <= range_m[0] < range_m[1]:
             raise UserError(f"--range: need 0 <= MIN < MAX metres, got {args.range}")
-    from transferdepth.camera import IntrinsicsError, parse_spec
-    from transferdepth.stereo import StereoOptions
+    from transferdepth.geometry.camera import IntrinsicsError, parse_spec
+    from transferdepth.geometry.stereo import StereoOptions
 
     try:
         intrinsics = parse_spec(args.intrinsics)

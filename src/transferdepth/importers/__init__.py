@@ -1,7 +1,7 @@
 """Importers: trained depth models from other projects' files -> an ordinary transferdepth DepthNet.
 
 `import_densedepth(path, dataset=...)` reads DenseDepth's released Keras HDF5 models (nyu.h5, kitti.h5)
-with h5py alone (TensorFlow is never needed); save the result with `transferdepth.checkpoint.save_checkpoint`
+with h5py alone (TensorFlow is never needed); save the result with `transferdepth.inference.checkpoint.save_checkpoint`
 or run `transferdepth import densedepth FILE.h5 --out DIR --dataset nyu|kitti`.
 """
 

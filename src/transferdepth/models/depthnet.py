@@ -33,7 +33,7 @@ class DepthNet(nn.Module):
     a size needs it: a side shorter than 32 (MIN_SIDE), an odd side for an encoder whose stride-2 feature rounds
     down (`EncoderSpec.half_floor`; none of the registered ones), and, with `pad_multiple` > 1, every side to a
     multiple of it (32: what checkpoints written before the key existed did; they load with it). `min_depth`, `max_depth` (metres) are the model's depth range: the
-    DepthNorm scale and the clamp of every prediction (`transferdepth.inference.infer` gives metres).
+    DepthNorm scale and the clamp of every prediction (`transferdepth.inference.core.infer` gives metres).
 
     decoder_act_a: LeakyReLU after each up-block's convA (DenseDepth since March 2019; False = the paper's nyu.h5).
     bottleneck_relu: ReLU on the stride-32 feature before the decoder; None = the encoder's registry default

@@ -36,8 +36,8 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from transferdepth import camera
 from transferdepth.api import ImageError, load_image
+from transferdepth.geometry import camera
 from transferdepth.predict import SUFFIXES, OutputOptions, colorize, write_outputs
 from transferdepth.serve.engine import Engine, Options
 
@@ -138,7 +138,7 @@ def parse_size(text: str | None) -> tuple[int, int] | None:
 
 def parse_intrinsics(text: str | None) -> camera.IntrinsicsSpec:
     """The `intrinsics` option: auto (default; EXIF focal length, else the default lens), exif, nyu, fov:DEG
-    or FX,FY,CX,CY (see `transferdepth.camera`); 422 otherwise."""
+    or FX,FY,CX,CY (see `transferdepth.geometry.camera`); 422 otherwise."""
     try:
         return camera.parse_spec(text or None)
     except camera.IntrinsicsError as e:
@@ -301,7 +301,7 @@ def create_app(engine: Engine, settings: Settings | None = None) -> FastAPI:
         """format: png16 (uint16 mm), npy (float32 m), color (PNG, range in X-Color-Range-M), ply (m), json.
         flip (default true) and input_size (HEIGHTxWIDTH, default the image's own) as DepthEstimator.predict;
         intrinsics for ply/json: auto (EXIF focal length, else the default lens), exif, nyu, fov:DEG or
-        FX,FY,CX,CY in pixels (transferdepth.camera); the values and their source are in X-Intrinsics(-Source)."""
+        FX,FY,CX,CY in pixels (transferdepth.geometry.camera); the values and their source are in X-Intrinsics(-Source)."""
         nonlocal admitted
         t0 = time.perf_counter()
         fmt = format.lower()

@@ -17,8 +17,8 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from transferdepth.build import build_model
-from transferdepth.checkpoint import CheckpointError, architecture, load_checkpoint, read_config
 from transferdepth.config import ConfigError, TrainConfig, init_conflicts, save_config
+from transferdepth.inference.checkpoint import CheckpointError, architecture, load_checkpoint, read_config
 from transferdepth.models import DepthNet
 from transferdepth.train import data as tdata
 from transferdepth.train import setup

@@ -21,8 +21,8 @@ import numpy as np
 import torch
 from safetensors.torch import load_file
 
-from transferdepth.checkpoint import CONFIG_FILE, WEIGHTS_FILE, save_checkpoint
 from transferdepth.config import ARCHITECTURE_KEYS, ConfigError, TrainConfig
+from transferdepth.inference.checkpoint import CONFIG_FILE, WEIGHTS_FILE, save_checkpoint
 from transferdepth.models import DepthNet
 from transferdepth.train.step import TrainingDiverged
 from transferdepth.utils import atomic_write

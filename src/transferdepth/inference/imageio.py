@@ -21,6 +21,8 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from transferdepth.utils import atomic_write
 
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif",
+                    ".pgm", ".ppm", ".pnm", ".pbm", ".heic", ".heif")  # what a folder of images holds
 DEFAULT_MAX_PIXELS = 40_000_000  # 40 MP; larger images are refused (decompression bombs, memory)
 
 ImageInput = str | os.PathLike | Image.Image | np.ndarray

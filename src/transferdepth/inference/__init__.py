@@ -1,0 +1,10 @@
+"""The one inference path and its files: RGB in, metres out.
+
+    core.py        `infer`: normalise, forward, DepthNorm -> metres, flip-average, resize, clamp
+    checkpoint.py  a checkpoint folder (model.safetensors + config.json) <-> a DepthNet
+    imageio.py     reading images (EXIF orientation, pixel limit); writing depth files (PNG16 mm, npy m,
+                   colour, PLY)
+
+Every caller that turns an image into metres (API, evaluation, export, training validation, serve,
+video, demo) goes through `core.infer`. May import: models and the root conventions.
+"""
