@@ -48,12 +48,12 @@ import torch
 from PIL import Image, ImageDraw
 from torch.utils.data import DistributedSampler
 
-from transferdepth.config import TrainConfig
 from transferdepth.data import open_dataset
 from transferdepth.data.collate import SharedCollate
 from transferdepth.data.transforms import TrainTransform, TransformedDataset
-from transferdepth.train import TrainStep, build, make_optimizer, set_memory_format
-from transferdepth.train import data as tdata
+from transferdepth.training import TrainStep, build, make_optimizer, set_memory_format
+from transferdepth.training import data as tdata
+from transferdepth.training.config import TrainConfig
 
 
 def scene(i: int, w: int = 640, h: int = 480) -> tuple[bytes, bytes]:

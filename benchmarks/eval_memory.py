@@ -20,9 +20,9 @@ import time
 
 import torch
 
-from transferdepth.build import build_model
 from transferdepth.data import open_dataset
-from transferdepth.evaluate import evaluate, predict_dataset
+from transferdepth.evaluation.evaluate import evaluate, predict_dataset
+from transferdepth.weights.build import build_model
 
 
 def peak_rss_mib() -> float:

@@ -28,7 +28,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from real_data_study import TRAIN, eval_sets, fine_tune  # noqa: E402
 
-from transferdepth.stats import paired_difference, summarize  # noqa: E402
+from transferdepth.evaluation.stats import paired_difference, summarize  # noqa: E402
 from transferdepth.study import Run, Variant  # noqa: E402
 
 ENCODERS = "mobilenetv2,efficientnet_lite0,efficientnet_lite1,efficientnet_lite2"

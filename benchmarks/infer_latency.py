@@ -31,11 +31,11 @@ from pathlib import Path
 
 import torch
 
-from transferdepth.build import build_model
 from transferdepth.export import MetricDepth, export_onnx
 from transferdepth.inference.core import infer
 from transferdepth.models import available_encoders
 from transferdepth.utils import tune_cpu_allocator
+from transferdepth.weights.build import build_model
 
 FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
 

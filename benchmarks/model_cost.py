@@ -17,8 +17,8 @@ import time
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from transferdepth.build import build_model
 from transferdepth.models import available_encoders
+from transferdepth.weights.build import build_model
 
 
 def gflops(model: torch.nn.Module, h: int, w: int) -> float:

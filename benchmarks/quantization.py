@@ -10,7 +10,7 @@ through `transferdepth.study.run_grid`; finished runs in --workdir are reused an
 model is exported as fp32 and as int8 ONNX (`export_onnx`, `--precision int8`), int8 calibrated on
 --calibration-count training frames (frames < 800, evenly spaced) at the evaluation size 96x128, recorded in
 the file's metadata. Both files run on the ONNX engine (`DepthEstimator.from_onnx`, network input 96x128,
-flip averaging, depth resized to 640x480) and are scored by `transferdepth.evaluate.evaluate` on 7-Scenes
+flip averaging, depth resized to 640x480) and are scored by `transferdepth.evaluation.evaluate.evaluate` on 7-Scenes
 frames >= 800 (metric, full frame) and SUN3D office (median-scaled per image), Eigen mask 1e-3 < gt < 10 m.
 Target: delta1 drop <= 0.01 and abs rel increase <= 0.005 on both sets. The bad-calibration row (one black
 image) shows the check can fail. --settings compares quantisation settings (calibration method, per-channel
@@ -35,7 +35,7 @@ from real_data_study import KITCHEN_HELD, OFFICE, SIZE, STEPS, TRAIN, eval_sets,
 
 from transferdepth.api import DepthEstimator  # noqa: E402
 from transferdepth.data import open_dataset  # noqa: E402
-from transferdepth.evaluate import Predictions, evaluate  # noqa: E402
+from transferdepth.evaluation.evaluate import Predictions, evaluate  # noqa: E402
 from transferdepth.export import export_onnx  # noqa: E402
 from transferdepth.inference.checkpoint import load_checkpoint  # noqa: E402
 from transferdepth.study import EvalSet, Variant  # noqa: E402

@@ -19,12 +19,12 @@ from typing import Any
 
 import numpy as np
 
-from transferdepth.config import TrainConfig, load_config
 from transferdepth.data import InMemory, open_dataset
 from transferdepth.data.transforms import TrainTransform, TransformedDataset
-from transferdepth.metrics import depth_metrics
+from transferdepth.evaluation.metrics import depth_metrics
 from transferdepth.models import get_spec
 from transferdepth.study import EvalSet, Run, Variant, run_grid
+from transferdepth.training.config import TrainConfig, load_config
 
 SIZE = (96, 128)
 STEPS = 100

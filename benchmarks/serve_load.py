@@ -156,8 +156,8 @@ def main() -> None:
     args = ap.parse_args()
 
     from transferdepth.api import DepthEstimator
-    from transferdepth.build import build_model
     from transferdepth.inference.checkpoint import save_checkpoint
+    from transferdepth.weights.build import build_model
 
     load_avg = ", ".join(f"{v:.2f}" for v in os.getloadavg())
     print(f"torch {torch.__version__}, {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "

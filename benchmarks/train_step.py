@@ -3,7 +3,7 @@
     python benchmarks/train_step.py [--encoders a,b] [--sizes 480x640,240x320] [--batch 4] [--repeats 5]
                                     [--devices cpu,cuda]
 
-A step = `transferdepth.train.TrainStep`, the step training runs (forward under AMP, DenseDepth loss, backward,
+A step = `transferdepth.training.TrainStep`, the step training runs (forward under AMP, DenseDepth loss, backward,
 the NaN guard's finiteness checks of loss, gradients and weights, the optimizer update of the default recipe:
 Adam with AMSGrad), batch `--batch`, random data with valid depth, a model built as training builds it.
 Step FLOPs = 3 x the forward FLOPs counted by torch.utils.flop_counter (the backward of a conv or linear
@@ -24,9 +24,9 @@ import time
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from transferdepth.config import TrainConfig
 from transferdepth.models import available_encoders
-from transferdepth.train import TrainStep, build, make_optimizer, set_memory_format
+from transferdepth.training import TrainStep, build, make_optimizer, set_memory_format
+from transferdepth.training.config import TrainConfig
 from transferdepth.utils import tune_cpu_allocator
 
 

@@ -8,7 +8,7 @@
 Model: DenseNet-169 (torchvision, random init: nothing is downloaded), decoder width 1.0 (the paper's 42.6M
 parameters, the `densedepth-2018` recipe: no activation after convA).
 
-- ours: `transferdepth.train.TrainStep` exactly as training runs it with `--recipe densedepth-2018`
+- ours: `transferdepth.training.TrainStep` exactly as training runs it with `--recipe densedepth-2018`
   (channels_last memory, the default): DepthNet
   (no input padding since `pad_multiple`; sides under 32 only), the full loss (L1 + gradient term + SSIM,
   masked), the NaN guard (finiteness of the loss, of every gradient and of every weight), Adam with AMSGrad
@@ -50,10 +50,10 @@ import torchvision
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from transferdepth.config import TrainConfig
 from transferdepth.inference.core import infer
 from transferdepth.recipe import PRESETS
-from transferdepth.train import TrainStep, build, make_optimizer, set_memory_format
+from transferdepth.training import TrainStep, build, make_optimizer, set_memory_format
+from transferdepth.training.config import TrainConfig
 from transferdepth.utils import tune_cpu_allocator
 
 # --- DenseDepth's PyTorch port (PyTorch/model.py, loss.py, train.py), written out plainly ----------------------

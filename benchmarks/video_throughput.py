@@ -26,8 +26,8 @@ import numpy as np
 import torch
 
 from transferdepth import DepthEstimator
-from transferdepth.build import build_model
 from transferdepth.video import VideoOptions, predict_video
+from transferdepth.weights.build import build_model
 
 
 def make_clip(path: Path, frames: int, h: int, w: int, fps: int = 30) -> Path:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from transferdepth.build import build_model
+from transferdepth.weights.build import build_model
 
 
 def tiny_model(seed: int = 0):
@@ -21,7 +21,7 @@ def tiny_model(seed: int = 0):
 def hooked_make_optimizer(on_optimizer):
     """A stand-in for `train.step.make_optimizer` that builds the real optimizer, then hands it to
     `on_optimizer(opt)` (to register step hooks) before training uses it; monkeypatch it into `train.step`."""
-    from transferdepth.train import step as tstep
+    from transferdepth.training import step as tstep
 
     real = tstep.make_optimizer
 

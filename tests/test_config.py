@@ -6,8 +6,8 @@ import math
 
 import pytest
 
-from transferdepth.config import ARCHITECTURE_KEYS, FIELDS, ConfigError, TrainConfig, load_config
 from transferdepth.recipe import DEFAULT_PRESET, PRESETS
+from transferdepth.training.config import ARCHITECTURE_KEYS, FIELDS, ConfigError, TrainConfig, load_config
 
 
 def test_defaults_equal_the_densedepth_preset():
@@ -80,7 +80,7 @@ def test_defaults_are_finite():
 def test_with_recipe_keeps_explicit_keys_and_resets_the_rest():
     """A study row `ENCODER@RECIPE`: the row's preset replaces the base recipe's values, but keys the user set
     stay; keys only the old recipe set go back to their defaults."""
-    from transferdepth.config import with_recipe
+    from transferdepth.training.config import with_recipe
 
     base = load_config(overrides={"lr": 3e-4, "encoder": "mobilenetv2"})
     ft = with_recipe(base, "finetune")

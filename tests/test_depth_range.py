@@ -6,12 +6,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from transferdepth.config import load_config
 from transferdepth.data import InMemory, open_dataset
 from transferdepth.data.transforms import TrainTransform, TransformedDataset
-from transferdepth.evaluate import predict_dataset
+from transferdepth.evaluation.evaluate import predict_dataset
 from transferdepth.inference.checkpoint import load_checkpoint, read_config
-from transferdepth.train import train
+from transferdepth.training import train
+from transferdepth.training.config import load_config
 
 SCALE = 6.0  # procedural rooms (0.5-10 m) scaled to 3-60 m
 

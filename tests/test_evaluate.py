@@ -12,13 +12,13 @@ import pytest
 import torch
 
 from transferdepth import cli
-from transferdepth.build import build_model
-from transferdepth.config import load_config
 from transferdepth.data import open_dataset
-from transferdepth.evaluate import evaluate, predict_dataset
+from transferdepth.evaluation.evaluate import evaluate, predict_dataset
+from transferdepth.evaluation.metrics import depth_metrics
 from transferdepth.inference.checkpoint import save_checkpoint
-from transferdepth.metrics import depth_metrics
 from transferdepth.study import compare
+from transferdepth.training.config import load_config
+from transferdepth.weights.build import build_model
 
 
 class _Constant(torch.nn.Module):
@@ -203,7 +203,7 @@ def test_streaming_equals_in_memory_on_the_same_arrays():
         _assert_same_record(streamed, whole, rel=1e-9)
         _assert_same_record(evaluate(model, ds, protocol, crop=crop, predictions=preds), whole, rel=1e-9)
     scaled = evaluate(model, ds, "eigen", median_scaling=True, batch_size=3)
-    from transferdepth.metrics import median_scale
+    from transferdepth.evaluation.metrics import median_scale
 
     ref = depth_metrics(median_scale(preds.pred, preds.gt, preds.valid), preds.gt, "eigen")
     assert scaled["abs_rel"] == pytest.approx(ref["abs_rel"], rel=1e-6)

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from transferdepth import cli
-from transferdepth.build import build_model
 from transferdepth.inference.checkpoint import save_checkpoint
+from transferdepth.weights.build import build_model
 
 DATA = "procedural:n=1&seed=0&height=32&width=32"
 
@@ -22,12 +22,12 @@ def ckpt(tmp_path_factory):
 @pytest.fixture()
 def no_evaluation(monkeypatch):
     """Fail the test if evaluation starts (the errors below must be found before it)."""
-    import transferdepth.evaluate
+    import transferdepth.evaluation.evaluate
 
     def refuse(*args, **kwargs):
         raise AssertionError("evaluate() was called although the arguments are bad")
 
-    monkeypatch.setattr(transferdepth.evaluate, "evaluate", refuse)
+    monkeypatch.setattr(transferdepth.evaluation.evaluate, "evaluate", refuse)
 
 
 def _file(tmp_path):

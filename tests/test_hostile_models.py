@@ -55,7 +55,7 @@ def test_hub_encoder_names_are_refused_without_network(no_network, name):
     for build in (get_spec, create_model):
         with pytest.raises(ValueError, match="hub"):
             build(name)
-    from transferdepth.build import build_model
+    from transferdepth.weights.build import build_model
 
     with pytest.raises(ValueError, match="hub"):
         build_model(name, pretrained=False)
@@ -76,7 +76,7 @@ def test_crafted_checkpoint_with_a_hub_encoder_is_refused_without_network(no_net
 
 @pytest.mark.parametrize("name", [*available_encoders(), "timm:resnet18.a1_in1k", "timm:convnext_atto"])
 def test_building_without_pretrained_weights_never_downloads(no_network, name):
-    from transferdepth.build import build_model
+    from transferdepth.weights.build import build_model
 
     model = build_model(name, 0.5, pretrained=False)
     assert model.encoder_name == name

@@ -17,11 +17,11 @@ from PIL import Image
 from safetensors.torch import load_file
 
 from transferdepth import cli
-from transferdepth.config import ConfigError, load_config
 from transferdepth.study import compare, run_folder_name
-from transferdepth.train import CheckpointWriteError, TrainingDiverged, train
-from transferdepth.train import step as tstep
-from transferdepth.train.state import truncate_history
+from transferdepth.training import CheckpointWriteError, TrainingDiverged, train
+from transferdepth.training import step as tstep
+from transferdepth.training.config import ConfigError, load_config
+from transferdepth.training.state import truncate_history
 
 DATA = "procedural:n=8&seed=0&height=64&width=64"
 BASE = dict(encoder="mobilenetv2", pretrained=False, train_data=DATA, height=64, width=64, batch_size=4,
@@ -152,7 +152,7 @@ def validation_set_without_valid_pixels_is_refused_before_training(ctx):
 
 
 def checkpoint_of_a_step_is_written_before_it_is_validated(ctx):
-    from transferdepth.train import loop
+    from transferdepth.training import loop
 
     def broken(*args, **kwargs):
         raise RuntimeError("validation broke")

@@ -11,11 +11,11 @@ from safetensors.torch import load_file
 from test_import_densedepth import write_keras_h5
 
 from transferdepth.cli import main
-from transferdepth.config import ConfigError, TrainConfig, load_config
 from transferdepth.importers import import_densedepth
 from transferdepth.inference.checkpoint import load_checkpoint, read_config, save_checkpoint
 from transferdepth.models import create_model
-from transferdepth.train import resolve_config, train
+from transferdepth.training import resolve_config, train
+from transferdepth.training.config import ConfigError, TrainConfig, load_config
 
 DATA = "procedural:n=4&seed=0&height=64&width=64"
 RUN = dict(train_data=DATA, height=64, width=64, batch_size=2, max_steps=2, num_workers=0, log_every=1,

@@ -13,9 +13,9 @@ from PIL import Image
 
 from transferdepth.cli import main
 from transferdepth.data import DatasetError, open_dataset
-from transferdepth.evaluate import evaluate, iter_predictions
+from transferdepth.evaluation.evaluate import evaluate, iter_predictions
+from transferdepth.evaluation.metrics import MetricAccumulator, compute_errors, depth_metrics, garg_crop
 from transferdepth.inference.checkpoint import load_checkpoint, save_checkpoint
-from transferdepth.metrics import MetricAccumulator, compute_errors, depth_metrics, garg_crop
 
 FOCAL = 721.5377
 # (date, drive, frame, height, width): two drives of different sizes, as KITTI's are
@@ -181,8 +181,8 @@ def test_training_reads_the_kitti_source(tmp_path):
     """The source feeds training as is (sizes differ per drive; training resizes/crops to height x width)."""
     import torch
 
-    from transferdepth.config import load_config
-    from transferdepth.train import train
+    from transferdepth.training import train
+    from transferdepth.training.config import load_config
 
     spec, _ = make_kitti(tmp_path)
     cfg = load_config(overrides=dict(encoder="mobilenetv2", pretrained=False, train_data=spec, height=64, width=64,

@@ -3,8 +3,8 @@ import pytest
 import torch
 from skimage.metrics import structural_similarity
 
-from transferdepth.losses import depth_loss, gradient_l1, ssim
 from transferdepth.recipe import MAX_DEPTH_M, MIN_DEPTH_M, depth_to_depthnorm, depthnorm_to_depth
+from transferdepth.training.losses import depth_loss, gradient_l1, ssim
 
 
 def test_depthnorm_values_and_clamp_before_division():

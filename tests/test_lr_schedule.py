@@ -11,10 +11,10 @@ import torch
 from helpers import hooked_make_optimizer
 from safetensors.torch import load_file
 
-from transferdepth.config import ConfigError, load_config
 from transferdepth.models import create_model
-from transferdepth.train import step as tstep
-from transferdepth.train import train
+from transferdepth.training import step as tstep
+from transferdepth.training import train
+from transferdepth.training.config import ConfigError, load_config
 
 DATA = "procedural:n=16&seed=0&height=64&width=64"
 

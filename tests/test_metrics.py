@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from transferdepth.metrics import (
+from transferdepth.evaluation.metrics import (
     METRIC_KEYS,
     PROTOCOLS,
     MetricAccumulator,
@@ -12,7 +12,7 @@ from transferdepth.metrics import (
     eigen_crop,
     median_scale,
 )
-from transferdepth.report import html_table, markdown_table
+from transferdepth.evaluation.report import html_table, markdown_table
 
 FULL_1x4 = (0, 0, 0, 3)  # inclusive crop keeping all of a 1x4 image
 

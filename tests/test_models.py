@@ -355,7 +355,7 @@ def test_models_package_imports_nothing_above_core():
 
 def test_build_model_is_exported_and_matches_create_model():
     import transferdepth
-    from transferdepth.build import build_model
+    from transferdepth.weights.build import build_model
 
     assert transferdepth.build_model is build_model
     torch.manual_seed(0)

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from transferdepth.stats import paired_difference, summarize, t_quantile
+from transferdepth.evaluation.stats import paired_difference, summarize, t_quantile
 
 
 def test_t_quantiles_match_the_table():

@@ -12,9 +12,9 @@ import yaml
 from scipy import stats as sps
 
 from transferdepth import cli
-from transferdepth.config import ConfigError, load_config
-from transferdepth.report import plot_loss_bands
+from transferdepth.evaluation.report import plot_loss_bands
 from transferdepth.study import EvalSet, Variant, compare, parse_variant, run_grid
+from transferdepth.training.config import ConfigError, load_config
 
 TEST = "procedural:n=3&seed=7&height=64&width=64"
 TRAIN = "procedural:n=8&seed=0&height=64&width=64"

@@ -14,8 +14,8 @@ import torch
 from safetensors.torch import load_file
 
 from transferdepth import cli
-from transferdepth.config import ConfigError, load_config
-from transferdepth.train import TrainingDiverged, build, train
+from transferdepth.training import TrainingDiverged, build, train
+from transferdepth.training.config import ConfigError, load_config
 
 DATA = "procedural:n=24&seed=0&height=64&width=64"
 
@@ -174,8 +174,8 @@ DDP_SCRIPT = r"""
 import sys
 import torch
 import torch.distributed as dist
-from transferdepth.config import load_config
-from transferdepth.train import step as tstep, train
+from transferdepth.training.config import load_config
+from transferdepth.training import step as tstep, train
 
 real = tstep.make_optimizer
 
@@ -280,7 +280,7 @@ def test_uint8_loader_trains_exactly_as_float_images(tmp_path):
     main process) gives bit-identical losses and weights to float32 images normalised in the dataset, across
     an epoch boundary (16 samples / 4 = 4 steps per epoch)."""
     cfg = _cfg(train_data="procedural:n=16&seed=1&height=80&width=96", max_steps=6, num_workers=2)
-    from transferdepth.train import data as tdata
+    from transferdepth.training import data as tdata
 
     raw, _ = tdata.open_train_data(cfg, build(cfg))
     assert raw[0]["image"].dtype == torch.uint8  # what the workers send
@@ -296,7 +296,7 @@ def test_memory_layout_of_training_and_inference(tmp_path, monkeypatch, channels
     """`channels_last` (default true) gives the network channels_last weights and batches in training; inference
     feeds it channels_last input on the CPU whatever the key (the same maths, faster convolutions)."""
     from transferdepth.inference.core import infer
-    from transferdepth.train import step as tstep
+    from transferdepth.training import step as tstep
 
     seen = []
     built = []

@@ -14,7 +14,6 @@ import torch
 from PIL import Image
 
 from transferdepth import cli
-from transferdepth.build import build_model
 from transferdepth.models import build_classifier, get_spec
 from transferdepth.models.encoders import _REGISTRY, Mirror
 from transferdepth.weights import (
@@ -24,6 +23,7 @@ from transferdepth.weights import (
     read_cache,
     write_cache,
 )
+from transferdepth.weights.build import build_model
 
 MIRRORED = ["mobilenetv2", "efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"]
 CAT = {"tabby", "tiger cat", "Egyptian cat"}

@@ -16,7 +16,7 @@ def __getattr__(name: str) -> Any:
 
         return DepthEstimator
     if name == "build_model":
-        from transferdepth.build import build_model
+        from transferdepth.weights.build import build_model
 
         return build_model
     raise AttributeError(f"module 'transferdepth' has no attribute {name!r}")

@@ -19,17 +19,17 @@ import numpy as np
 import torch
 from torch.utils.data import Subset
 
-from transferdepth import report
-from transferdepth.config import load_config
 from transferdepth.data import InMemory, open_dataset
 from transferdepth.data.transforms import TrainTransform, TransformedDataset
-from transferdepth.evaluate import describe, evaluate, predict_dataset
+from transferdepth.evaluation import report
+from transferdepth.evaluation.evaluate import describe, evaluate, predict_dataset
 from transferdepth.geometry.points import depth_to_points
 from transferdepth.inference.checkpoint import load_checkpoint
 from transferdepth.inference.imageio import write_color
 from transferdepth.models import get_spec
 from transferdepth.recipe import nyu_intrinsics
-from transferdepth.train import train
+from transferdepth.training import train
+from transferdepth.training.config import load_config
 from transferdepth.weights import load_imagenet_state
 
 # Middlebury 2014 Motorcycle as scikit-image ships it (downsampled): depth = f * B / (disp + doffs) metres
@@ -168,7 +168,7 @@ def _figures(out: Path, test, preds, model, moto, moto_pred) -> dict[str, Any]:
 
 
 def _median_scaled(p) -> np.ndarray:
-    from transferdepth.metrics import median_scale
+    from transferdepth.evaluation.metrics import median_scale
 
     return median_scale(p.pred, p.gt, p.valid)[0].astype(np.float32)
 

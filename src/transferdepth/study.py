@@ -35,15 +35,15 @@ import torch
 from torch.utils.data import Dataset
 from torch.utils.flop_counter import FlopCounterMode
 
-from transferdepth import report
-from transferdepth.config import TrainConfig, with_recipe
 from transferdepth.data import open_dataset
-from transferdepth.evaluate import describe, evaluate, predict_dataset
+from transferdepth.evaluation import report
+from transferdepth.evaluation.evaluate import describe, evaluate, predict_dataset
+from transferdepth.evaluation.stats import paired_difference, summarize
 from transferdepth.inference.checkpoint import load_checkpoint
 from transferdepth.models import DepthNet
 from transferdepth.recipe import PRESETS
-from transferdepth.stats import paired_difference, summarize
-from transferdepth.train import train
+from transferdepth.training import train
+from transferdepth.training.config import TrainConfig, with_recipe
 from transferdepth.utils import atomic_write
 
 COLUMNS = ("encoder", "d1", "d2", "d3", "abs_rel", "rmse", "log10", "sq_rel", "rmse_log", "silog", "params_M",

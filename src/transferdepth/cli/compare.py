@@ -61,7 +61,7 @@ def _load(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
     """The training config (recipe, YAML, flags) and the study keys of the YAML (seeds, baseline)."""
     import yaml
 
-    from transferdepth.config import ConfigError, coerce, load_config
+    from transferdepth.training.config import ConfigError, coerce, load_config
 
     study: dict[str, Any] = {}
     if args.config is None:
@@ -81,7 +81,7 @@ def _load(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from transferdepth.report import markdown_table
+    from transferdepth.evaluation.report import markdown_table
     from transferdepth.study import COLUMNS, compare
 
     encoders = [e.strip() for e in args.encoders.split(",") if e.strip()]

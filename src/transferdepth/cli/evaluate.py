@@ -8,7 +8,7 @@ import math
 import os
 from pathlib import Path
 
-from transferdepth.metrics import METRIC_KEYS, PROTOCOLS
+from transferdepth.evaluation.metrics import METRIC_KEYS, PROTOCOLS
 
 
 def parse_crop(text: str | None):
@@ -87,10 +87,10 @@ def check_args(args: argparse.Namespace) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     from transferdepth.data import open_dataset
-    from transferdepth.evaluate import describe, evaluate
+    from transferdepth.evaluation.evaluate import describe, evaluate
+    from transferdepth.evaluation.report import markdown_table, write_text
     from transferdepth.inference.checkpoint import load_checkpoint
     from transferdepth.recipe import check_depth_range
-    from transferdepth.report import markdown_table, write_text
     from transferdepth.utils import resolve_device
 
     check_args(args)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from transferdepth.config import FIELDS, _base_type
+from transferdepth.training.config import FIELDS, _base_type
 
 
 def add_config_flags(p: argparse.ArgumentParser) -> None:
@@ -37,8 +37,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def _run(args: argparse.Namespace) -> int:
 
-    from transferdepth.config import load_config
-    from transferdepth.train import train
+    from transferdepth.training import train
+    from transferdepth.training.config import load_config
 
     cfg = _resolved(args)
     if args.resume and args.config is None:
@@ -58,6 +58,6 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _resolved(args: argparse.Namespace):
-    from transferdepth.config import load_config
+    from transferdepth.training.config import load_config
 
     return load_config(args.config, config_overrides(args))

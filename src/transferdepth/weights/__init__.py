@@ -11,6 +11,9 @@
 
 An explicitly given local file is imported into the cache (replacing what was there) and used. Whatever the
 source, the result is stored in the cache as safetensors, with a JSON record of where it came from.
+
+`build.build_model` puts them in a network (`models.create_model`). May import: models (encoder specs, the
+network) and the root conventions; `models` never imports this package.
 """
 
 from __future__ import annotations

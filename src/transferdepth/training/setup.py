@@ -9,7 +9,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from transferdepth.config import ConfigError, TrainConfig
+from transferdepth.training.config import ConfigError, TrainConfig
 from transferdepth.utils import resolve_device
 
 

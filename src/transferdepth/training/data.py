@@ -9,11 +9,11 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
-from transferdepth.config import ConfigError, TrainConfig
 from transferdepth.data import open_dataset
 from transferdepth.data.collate import SharedCollate, stack
 from transferdepth.data.transforms import EvalTransform, TrainTransform, TransformedDataset, normalize_images
 from transferdepth.models import DepthNet
+from transferdepth.training.config import ConfigError, TrainConfig
 
 TENSOR_KEYS = ("image", "depth", "valid")
 LIST_KEYS = {"name": None, "skipped": ""}  # batch lists, with the value a sample without the key gets

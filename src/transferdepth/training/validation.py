@@ -11,8 +11,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
+from transferdepth.evaluation.metrics import depth_metrics
 from transferdepth.inference.core import infer
-from transferdepth.metrics import depth_metrics
 from transferdepth.models import DepthNet
 from transferdepth.utils import atomic_write
 

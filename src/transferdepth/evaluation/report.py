@@ -17,7 +17,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from transferdepth.metrics import METRIC_KEYS, RMSE_POOLING  # noqa: E402
+from transferdepth.evaluation.metrics import METRIC_KEYS, RMSE_POOLING  # noqa: E402
 from transferdepth.utils import atomic_write  # noqa: E402
 
 CMAP = "plasma"
@@ -102,7 +102,7 @@ def render_point_cloud(xyz: np.ndarray, colors: np.ndarray, path: str | os.PathL
 
 # --- tables: the one formatter of metric tables (Markdown for the CLI and comparison.md, HTML for pages) ---
 
-METRIC_COLUMNS = METRIC_KEYS  # one list of metric names: `transferdepth.metrics.METRIC_KEYS`
+METRIC_COLUMNS = METRIC_KEYS  # one list of metric names: `transferdepth.evaluation.metrics.METRIC_KEYS`
 METRIC_LABELS = {"d1": "δ1 ↑", "d2": "δ2 ↑", "d3": "δ3 ↑", "abs_rel": "AbsRel ↓", "sq_rel": "SqRel ↓",
                  "rmse": "RMSE ↓", "rmse_log": "RMSElog ↓", "log10": "log10 ↓", "silog": "SILog ↓",
                  "rmse_per_image": "RMSE/img ↓"}

@@ -16,16 +16,16 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from transferdepth.build import build_model
-from transferdepth.config import ConfigError, TrainConfig, init_conflicts, save_config
 from transferdepth.inference.checkpoint import CheckpointError, architecture, load_checkpoint, read_config
 from transferdepth.models import DepthNet
-from transferdepth.train import data as tdata
-from transferdepth.train import setup
-from transferdepth.train import state as tstate
-from transferdepth.train import step as tstep
-from transferdepth.train.validation import validate_and_log
+from transferdepth.training import data as tdata
+from transferdepth.training import setup
+from transferdepth.training import state as tstate
+from transferdepth.training import step as tstep
+from transferdepth.training.config import ConfigError, TrainConfig, init_conflicts, save_config
+from transferdepth.training.validation import validate_and_log
 from transferdepth.utils import atomic_write
+from transferdepth.weights.build import build_model
 
 LOGGED_TERMS = ("loss", "depth", "grad", "ssim")
 

@@ -21,10 +21,10 @@ import numpy as np
 import torch
 from safetensors.torch import load_file
 
-from transferdepth.config import ARCHITECTURE_KEYS, ConfigError, TrainConfig
 from transferdepth.inference.checkpoint import CONFIG_FILE, WEIGHTS_FILE, save_checkpoint
 from transferdepth.models import DepthNet
-from transferdepth.train.step import TrainingDiverged
+from transferdepth.training.config import ARCHITECTURE_KEYS, ConfigError, TrainConfig
+from transferdepth.training.step import TrainingDiverged
 from transferdepth.utils import atomic_write
 
 STATE_FILE = "train_state.pt"

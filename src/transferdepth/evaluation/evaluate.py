@@ -10,7 +10,7 @@ pixel sums for `densedepth`, one row per image for `eigen`) and dropped, so memo
 test set (`benchmarks/eval_memory.py`). `predict_dataset` (all predictions in RAM, for figures) and
 `evaluate(..., predictions=)` give the same numbers.
 
-Protocols (`transferdepth.metrics`): `densedepth` (the dataset's crop, e.g. nyu_test.zip's, inclusive; pooled
+Protocols (`transferdepth.evaluation.metrics`): `densedepth` (the dataset's crop, e.g. nyu_test.zip's, inclusive; pooled
 over all pixels, no validity mask) and `eigen` (crop rows 45:471, cols 41:601 at 480x640; 1e-3 < gt <
 max_depth, the model's; per-image means) and `kitti` (Garg crop in fractions of each gt size, 1e-3 < gt <
 80 m unless max_depth is given; per-image means; sizes may vary between images). `crop="full"` evaluates
@@ -27,8 +27,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from transferdepth.inference.core import infer, rgb_to_tensor
-from transferdepth.metrics import (
+from transferdepth.evaluation.metrics import (
     EIGEN_MIN_GT_M,
     GARG_CROP_FRACTIONS,
     KITTI_MAX_GT_M,
@@ -37,6 +36,7 @@ from transferdepth.metrics import (
     MetricAccumulator,
     median_scale,
 )
+from transferdepth.inference.core import infer, rgb_to_tensor
 from transferdepth.models import DepthNet
 from transferdepth.recipe import check_depth_range
 from transferdepth.utils import resolve_device

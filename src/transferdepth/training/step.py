@@ -12,10 +12,10 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from transferdepth.config import TrainConfig
-from transferdepth.losses import depth_loss
 from transferdepth.models import DepthNet
-from transferdepth.train.setup import all_true, autocast
+from transferdepth.training.config import TrainConfig
+from transferdepth.training.losses import depth_loss
+from transferdepth.training.setup import all_true, autocast
 
 
 class TrainingDiverged(RuntimeError):
