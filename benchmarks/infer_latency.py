@@ -3,7 +3,7 @@
     python benchmarks/infer_latency.py [--encoders a,b] [--size 480x640] [--repeats 5] [--rounds 3] [--threads 2]
         [--ort-levels basic,extended,all] [--int8-encoders mobilenetv2,efficientnet_lite0]
 
-Every column runs the same thing, `transferdepth.export.MetricDepth` (RGB in [0,1] -> metres at the input
+Every column runs the same thing, `transferdepth.deploy.export.MetricDepth` (RGB in [0,1] -> metres at the input
 size, no flip), batch 1, random weights (latency does not depend on them), all in one process one after the
 other so ratios are fair: eager = PyTorch fp32; bf16 = `infer(..., amp=torch.bfloat16)` (CPU autocast; only
 where the CPU has AVX-512 BF16 or AMX); ORT fp32 = the fp32 export under each --ort-levels graph optimisation
@@ -31,7 +31,7 @@ from pathlib import Path
 
 import torch
 
-from transferdepth.export import MetricDepth, export_onnx
+from transferdepth.deploy.export import MetricDepth, export_onnx
 from transferdepth.inference.core import infer
 from transferdepth.models import available_encoders
 from transferdepth.utils import tune_cpu_allocator

@@ -33,10 +33,10 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from real_data_study import KITCHEN_HELD, OFFICE, SIZE, STEPS, TRAIN, eval_sets, fine_tune  # noqa: E402
 
-from transferdepth.api import DepthEstimator  # noqa: E402
+from transferdepth.api.estimator import DepthEstimator  # noqa: E402
 from transferdepth.data import open_dataset  # noqa: E402
+from transferdepth.deploy.export import export_onnx  # noqa: E402
 from transferdepth.evaluation.evaluate import Predictions, evaluate  # noqa: E402
-from transferdepth.export import export_onnx  # noqa: E402
 from transferdepth.inference.checkpoint import load_checkpoint  # noqa: E402
 from transferdepth.study import EvalSet, Variant  # noqa: E402
 

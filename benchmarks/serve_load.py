@@ -155,7 +155,7 @@ def main() -> None:
                     help="images through DepthEstimator.predict (default: as many as --requests)")
     args = ap.parse_args()
 
-    from transferdepth.api import DepthEstimator
+    from transferdepth.api.estimator import DepthEstimator
     from transferdepth.inference.checkpoint import save_checkpoint
     from transferdepth.weights.build import build_model
 

@@ -100,9 +100,9 @@ def save_example(path: Path, rgb: np.ndarray, depth: np.ndarray) -> None:
     """The docs picture: frame | colourised depth (top), side-by-side stereo from it (bottom)."""
     from PIL import Image
 
+    from transferdepth.api.predict import colorize
     from transferdepth.geometry.camera import nyu
     from transferdepth.geometry.stereo import StereoOptions, stereo_image
-    from transferdepth.predict import colorize
 
     h, w = depth.shape
     colour = colorize(depth, "plasma", (0.5, 6.0))[0]

@@ -55,7 +55,7 @@ class OnnxPredictor:
     def __init__(self, model, path: Path, threads: int):
         import onnxruntime as ort
 
-        from transferdepth.export import export_onnx
+        from transferdepth.deploy.export import export_onnx
 
         export_onnx(model, path)
         so = ort.SessionOptions()

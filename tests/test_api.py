@@ -13,7 +13,7 @@ from helpers import tiny_model
 from PIL import Image
 
 from transferdepth import DepthEstimator
-from transferdepth.api import ImageError, load_image
+from transferdepth.api.estimator import ImageError, load_image
 from transferdepth.inference.core import infer
 
 
@@ -157,7 +157,7 @@ def test_input_size_feeds_the_network_its_training_resolution(tmp_path):
 def test_max_side_bounds_what_the_network_sees():
     """A large image is run at max_side on its longer side (aspect kept) and its depth map resized back;
     reference: infer with that input size given explicitly."""
-    from transferdepth.api import DEFAULT_MAX_SIDE
+    from transferdepth.api.estimator import DEFAULT_MAX_SIDE
     from transferdepth.cli import build_parser
     from transferdepth.inference.core import rgb_to_tensor
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from transferdepth.bias_correction import graph_links
+from transferdepth.deploy.bias_correction import graph_links
 
 pytest.importorskip("onnxruntime.quantization")
 
@@ -32,8 +32,8 @@ def test_corrected_convolutions_match_the_float_means(tmp_path):
     import onnx
     from onnxruntime.quantization import quant_pre_process
 
-    from transferdepth.bias_correction import correct_biases
-    from transferdepth.export import (
+    from transferdepth.deploy.bias_correction import correct_biases
+    from transferdepth.deploy.export import (
         DEFAULT_CALIBRATION,
         INPUT_NAME,
         MetricDepth,
@@ -82,8 +82,8 @@ def test_each_step_runs_only_what_its_tensor_needs():
     import onnx
     import onnxruntime as ort
 
-    from transferdepth.bias_correction import _subgraph
-    from transferdepth.export import INPUT_NAME, MetricDepth, _trace_onnx
+    from transferdepth.deploy.bias_correction import _subgraph
+    from transferdepth.deploy.export import INPUT_NAME, MetricDepth, _trace_onnx
     from transferdepth.models import create_model
 
     torch.manual_seed(0)

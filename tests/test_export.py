@@ -111,7 +111,7 @@ def test_onnx_dynamic_shapes_are_exact_for_every_encoder_at_odd_sizes(name, tmp_
     # skip-size upsampling, timm's SAME padding (EfficientNet-Lite) and the short-side padding follow the input
     import onnxruntime as ort
 
-    from transferdepth.export import export_onnx
+    from transferdepth.deploy.export import export_onnx
     from transferdepth.inference.core import infer
 
     model = _narrow_spread_model(name)

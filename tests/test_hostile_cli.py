@@ -64,7 +64,7 @@ def test_export_has_no_device_option(ckpt, tmp_path, capsys):
 
 
 def test_api_device_banana_is_a_value_error():
-    from transferdepth.api import DepthEstimator
+    from transferdepth.api.estimator import DepthEstimator
 
     with pytest.raises(ValueError, match="device: unknown device 'banana'"):
         DepthEstimator(tiny_model(), device="banana")
@@ -184,7 +184,7 @@ def test_exit_codes_2_for_usage_1_only_for_failed_inputs(ckpt, photo, tmp_path, 
 def test_a_bug_is_not_reported_as_a_usage_error(monkeypatch, ckpt, photo, tmp_path, capsys):
     """Only the user's errors become one line and exit 2; an internal error prints its traceback and exits
     3 (so 1 keeps meaning "some inputs failed")."""
-    import transferdepth.predict as predict
+    import transferdepth.api.predict as predict
 
     def broken(*a, **k):
         raise KeyError("internal")

@@ -260,8 +260,8 @@ def test_checkpoint_round_trip_api_and_onnx_export(torch_src, tmp_path):
     """The imported checkpoint reloads identically (no convA activation: not the default) and the API and
     the ONNX export give the imported network's metres."""
     ort = pytest.importorskip("onnxruntime")
-    from transferdepth.api import DepthEstimator
-    from transferdepth.export import export_checkpoint
+    from transferdepth.api.estimator import DepthEstimator
+    from transferdepth.deploy.export import export_checkpoint
 
     h5 = write_keras_h5(tmp_path / "a.h5", torch_src, act_a=False)
     assert main(["import", "densedepth", str(h5), "--out", str(tmp_path / "c"), "--dataset", "nyu"]) == 0

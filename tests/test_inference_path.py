@@ -15,8 +15,8 @@ from PIL import Image
 from transferdepth import DepthEstimator
 from transferdepth.cli import main
 from transferdepth.data.transforms import EvalTransform
+from transferdepth.deploy.export import MetricDepth
 from transferdepth.evaluation.evaluate import predict_dataset
-from transferdepth.export import MetricDepth
 from transferdepth.inference.checkpoint import save_checkpoint
 from transferdepth.inference.core import infer, rgb_to_tensor
 from transferdepth.training.validation import validate

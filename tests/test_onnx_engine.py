@@ -188,7 +188,7 @@ def test_int8_export_runs_every_convolution_but_the_last_in_int8(name, tmp_path)
     import onnxruntime as ort
     import torch
 
-    from transferdepth.export import export_onnx
+    from transferdepth.deploy.export import export_onnx
     from transferdepth.models import create_model
 
     torch.manual_seed(0)

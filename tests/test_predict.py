@@ -11,9 +11,9 @@ from helpers import tiny_model
 from PIL import Image
 
 from transferdepth import DepthEstimator
+from transferdepth.api.predict import colorize, depth_to_mm
 from transferdepth.cli import main
 from transferdepth.inference.checkpoint import save_checkpoint
-from transferdepth.predict import colorize, depth_to_mm
 from transferdepth.recipe import nyu_intrinsics
 
 

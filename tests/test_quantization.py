@@ -86,7 +86,7 @@ def _float_nodes(path: Path) -> dict[str, list[str]]:
     two scales happen to be equal)."""
     import onnx
 
-    from transferdepth.bias_correction import graph_links
+    from transferdepth.deploy.bias_correction import graph_links
 
     graph = onnx.load(str(path)).graph
     init = {t.name for t in graph.initializer}
@@ -109,7 +109,7 @@ def test_default_int8_keeps_last_conv_and_resizes_float(tmp_path):
     quantisation; "none" quantises them (the setting was chosen from the figures in docs/using.md)."""
     from helpers import tiny_model
 
-    from transferdepth.export import export_onnx
+    from transferdepth.deploy.export import export_onnx
 
     model = tiny_model()
     calib = dict(calibration="procedural:n=2&seed=1&height=64&width=96", calibration_count=2,
@@ -125,7 +125,7 @@ def test_default_int8_keeps_last_conv_and_resizes_float(tmp_path):
 def test_unknown_quantization_settings_are_one_line_errors(tmp_path):
     from helpers import tiny_model
 
-    from transferdepth.export import ExportError, export_onnx
+    from transferdepth.deploy.export import ExportError, export_onnx
 
     for options, message in (({"method": "mse"}, "calibration method mse: choose one of minmax, entropy, percentile"),
                               ({"exclude": "all"}, "quantisation exclude all: choose one of none, head, last-conv, "

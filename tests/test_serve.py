@@ -22,7 +22,7 @@ pytest.importorskip("fastapi", reason="the [serve] extra (fastapi, uvicorn, pyth
 pytest.importorskip("uvicorn")
 pytest.importorskip("multipart")
 
-from transferdepth.api import DepthEstimator  # noqa: E402
+from transferdepth.api.estimator import DepthEstimator  # noqa: E402
 from transferdepth.geometry.camera import default_intrinsics  # noqa: E402
 from transferdepth.geometry.points import depth_to_points  # noqa: E402
 from transferdepth.inference.checkpoint import save_checkpoint  # noqa: E402
@@ -352,7 +352,7 @@ def test_api_key_protects_all_but_healthz(checkpoint, photo, tmp_path):
 
 def test_onnx_engine_equals_the_torch_engine(checkpoint, photo, tmp_path):
     pytest.importorskip("onnxruntime")
-    from transferdepth.export import export_onnx
+    from transferdepth.deploy.export import export_onnx
     from transferdepth.serve.engine import OnnxEngine
 
     rgb = np.asarray(Image.open(photo).convert("RGB"))

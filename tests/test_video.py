@@ -10,9 +10,9 @@ import pytest
 from helpers import tiny_model
 
 from transferdepth import DepthEstimator
+from transferdepth.api.predict import colorize
 from transferdepth.cli import main
 from transferdepth.inference.checkpoint import save_checkpoint
-from transferdepth.predict import colorize
 
 av = pytest.importorskip("av")
 

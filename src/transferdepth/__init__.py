@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-__version__ = "0.1.0"
+from transferdepth._version import __version__
+
+
 __all__ = ["DepthEstimator", "__version__", "build_model"]
 
 
@@ -12,7 +14,7 @@ def __getattr__(name: str) -> Any:
     # `from transferdepth import DepthEstimator` (or build_model) imports torch on first use only: `import transferdepth`
     # (and `transferdepth --version`) stay light.
     if name == "DepthEstimator":
-        from transferdepth.api import DepthEstimator
+        from transferdepth.api.estimator import DepthEstimator
 
         return DepthEstimator
     if name == "build_model":

@@ -34,9 +34,9 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from transferdepth.api.predict import Failure, colorize, write_png16
 from transferdepth.geometry.camera import Intrinsics, IntrinsicsError, IntrinsicsSpec, resolve
 from transferdepth.geometry.stereo import StereoOptions, convergence_for, stereo_image
-from transferdepth.predict import Failure, colorize, write_png16
 from transferdepth.utils import atomic_write
 
 VIDEO_EXTENSIONS = (".mp4", ".mov", ".m4v", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".ts", ".mts", ".m2ts",

@@ -45,7 +45,7 @@ def build_parser(command: str | None = "*") -> argparse.ArgumentParser:
     """The argument parser. command: "*" = every subcommand in full; a name = that one in full and the
     others as one-line entries; None = one-line entries only (no command module imported)."""
     p = argparse.ArgumentParser(prog="transferdepth", description=__doc__.splitlines()[0])
-    from transferdepth import __version__
+    from transferdepth._version import __version__
 
     p.add_argument("--version", action="version", version=f"transferdepth {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")

@@ -42,7 +42,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     from transferdepth.cli import UserError, parse_size
-    from transferdepth.export import ExportError, export_checkpoint
+    from transferdepth.deploy.export import ExportError, export_checkpoint
 
     if args.precision != "int8" and args.calibration is not None:
         raise UserError("--calibration: only for --precision int8")

@@ -72,7 +72,7 @@ def _floats(text: str, n: int, option: str) -> tuple[float, ...]:
 
 def parse_options(args: argparse.Namespace):
     """Check the output options up front (exit 2 before any work)."""
-    from transferdepth.predict import FORMATS, OutputOptions
+    from transferdepth.api.predict import FORMATS, OutputOptions
 
     formats = [f.strip().lower() for spec in (args.formats or ["png16"]) for f in spec.split(",") if f.strip()]
     bad = [f for f in formats if f not in FORMATS]
@@ -130,8 +130,8 @@ def _run(args: argparse.Namespace) -> int:
 
     from tqdm import tqdm
 
-    from transferdepth.api import DEFAULT_MAX_PIXELS, DEFAULT_MAX_SIDE, DepthEstimator
-    from transferdepth.predict import IMAGE_EXTENSIONS, find_inputs, predict_files, print_summary
+    from transferdepth.api.estimator import DEFAULT_MAX_PIXELS, DEFAULT_MAX_SIDE, DepthEstimator
+    from transferdepth.api.predict import IMAGE_EXTENSIONS, find_inputs, predict_files, print_summary
     from transferdepth.utils import resolve_device
 
     sizes = dict(max_pixels=args.max_pixels or DEFAULT_MAX_PIXELS, input_size=input_size,

@@ -52,7 +52,7 @@ def _run(args: argparse.Namespace) -> int:
     except ImportError as e:
         raise UserError(f"serve needs the optional [serve] extra ({e.name} is missing): "
                         "pip install 'transferdepth[serve]'") from None
-    from transferdepth.api import DEFAULT_MAX_PIXELS
+    from transferdepth.api.estimator import DEFAULT_MAX_PIXELS
     from transferdepth.serve.engine import load_engine
     from transferdepth.utils import resolve_device
 

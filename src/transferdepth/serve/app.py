@@ -36,9 +36,9 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from transferdepth.api import ImageError, load_image
+from transferdepth.api.estimator import ImageError, load_image
+from transferdepth.api.predict import SUFFIXES, OutputOptions, colorize, write_outputs
 from transferdepth.geometry import camera
-from transferdepth.predict import SUFFIXES, OutputOptions, colorize, write_outputs
 from transferdepth.serve.engine import Engine, Options
 
 FORMATS = ("png16", "npy", "color", "ply", "json")
@@ -225,7 +225,7 @@ _DEPTH_DOC = {
 
 def create_app(engine: Engine, settings: Settings | None = None) -> FastAPI:
     """The FastAPI app around `engine`; see the module docstring for the endpoints."""
-    from transferdepth import __version__
+    from transferdepth._version import __version__
 
     settings = settings or Settings()
     executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="transferdepth-infer")

@@ -1,7 +1,7 @@
 """Inference engines for the server: uint8 HxWx3 RGB -> HxW float32 depth in metres at the image's size.
 
 `TorchEngine` is `DepthEstimator` (so a default request returns what `DepthEstimator.predict` returns).
-`OnnxEngine` is `DepthEstimator.from_onnx` (onnxruntime on the graph of `transferdepth.export.export_onnx`),
+`OnnxEngine` is `DepthEstimator.from_onnx` (onnxruntime on the graph of `transferdepth.deploy.export.export_onnx`),
 so predict, serve and video share one ONNX path.
 """
 
@@ -15,7 +15,7 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
-from transferdepth.api import DEFAULT_MAX_PIXELS, DepthEstimator
+from transferdepth.api.estimator import DEFAULT_MAX_PIXELS, DepthEstimator
 
 
 @dataclass(frozen=True)

@@ -48,7 +48,7 @@ def run_info(cfg: TrainConfig, world: int, device: torch.device) -> dict[str, An
     """run.json: versions, git commit, seed, world size, device and the resolved config."""
     import torchvision
 
-    from transferdepth import __version__
+    from transferdepth._version import __version__
 
     return {"transferdepth": __version__, "torch": torch.__version__, "torchvision": torchvision.__version__,
             "python": platform.python_version(), "platform": platform.platform(), "git_commit": _git_commit(),

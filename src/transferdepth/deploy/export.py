@@ -13,7 +13,7 @@ outputs stay float32 metres: onnxruntime's float16 converter with keep_io_types)
 quantisation, QDQ format, per-channel int8 weights, uint8 activations calibrated on a few images: a dataset
 spec, an image folder, or by default a fixed set of procedural rooms; the last convolution, the DepthNorm
 inversion and every Resize stay float32 by default, the most accurate setting measured on real data; then
-each quantised convolution's bias is corrected on the same images, `transferdepth.bias_correction`;
+each quantised convolution's bias is corrected on the same images, `transferdepth.deploy.bias_correction`;
 docs/using.md; `quantize_onnx`). timm's TensorFlow-"same" convolutions (EfficientNet-Lite) are written as
 ONNX Conv with auto_pad=SAME_UPPER (`_SameConv`), not as shape arithmetic and a Pad.
 
@@ -35,83 +35,35 @@ import io
 import json
 import math
 import os
-import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from transferdepth.bias_correction import correct_biases
+from transferdepth.deploy.contract import INPUT_NAME, OUTPUT_NAME, ExportError, MetricDepth, contract, quiet
+from transferdepth.deploy.quantize import (
+    DEFAULT_CALIBRATION,
+    DEFAULT_CALIBRATION_SIZE,
+    _check_quantization,
+    _quantization_tools,
+    calibration_batches,
+    quantize_onnx,
+)
 from transferdepth.inference.checkpoint import load_checkpoint
-from transferdepth.inference.core import infer
 from transferdepth.models import DepthNet
 from transferdepth.utils import atomic_write
 
 FORMATS = ("onnx", "torchscript")
-INPUT_NAME, OUTPUT_NAME = "rgb", "depth_m"
 EXAMPLE_SIZE = (96, 128)  # (H, W) of the tracing input; any size works afterwards
-
-
 PRECISIONS = ("fp32", "fp16", "int8")
-DEFAULT_CALIBRATION = "procedural:n=16&seed=1234&height=240&width=320"
-DEFAULT_CALIBRATION_SIZE = (240, 320)  # (H, W) calibration images are resized to
-
-
-class MetricDepth(nn.Module):
-    """(N,3,H,W) RGB in [0,1] -> (N,1,H,W) metres: `transferdepth.inference.core.infer(model, rgb, flip=flip)`."""
-
-    def __init__(self, model: DepthNet, min_depth: float | None = None, max_depth: float | None = None,
-                 flip: bool = False):
-        super().__init__()
-        self.model = model.eval()
-        self.min_depth = model.min_depth if min_depth is None else min_depth
-        self.max_depth = model.max_depth if max_depth is None else max_depth
-        self.flip = flip
-
-    def forward(self, rgb: torch.Tensor) -> torch.Tensor:
-        return infer(self.model, rgb, flip=self.flip, min_depth=self.min_depth, max_depth=self.max_depth)
-
-
-def contract(model: DepthNet, wrapper: MetricDepth, precision: str = "fp32") -> dict[str, str]:
-    """What the exported graph expects and returns, as string key/values (ONNX metadata_props)."""
-    from transferdepth import __version__
-
-    flip = ("averaged with the mirrored image's prediction inside the graph" if wrapper.flip
-            else "no flip averaging")
-    return {
-        "transferdepth.version": __version__,
-        "transferdepth.input": f"{INPUT_NAME}: float32 (N,3,H,W), RGB (not BGR) in [0,1], any H and W; "
-                               "normalisation is inside the graph",
-        "transferdepth.output": f"{OUTPUT_NAME}: float32 (N,1,H,W), depth in metres at the input's size, "
-                                f"clamped to [{wrapper.min_depth}, {wrapper.max_depth}]; {flip}",
-        "transferdepth.flip": "true" if wrapper.flip else "false",
-        "transferdepth.precision": precision,
-        "transferdepth.encoder": model.encoder_name,
-        "transferdepth.decoder_width": str(model.decoder_width),
-        "transferdepth.min_depth": str(model.min_depth),
-        "transferdepth.max_depth": str(model.max_depth),
-        "transferdepth.max_depth_cm": str(model.max_depth_cm),
-        "transferdepth.mean": json.dumps(model.mean.flatten().tolist()),
-        "transferdepth.std": json.dumps(model.std.flatten().tolist()),
-    }
 
 
 def _example() -> torch.Tensor:
     return torch.rand(1, 3, *EXAMPLE_SIZE, generator=torch.Generator().manual_seed(0))
-
-
-@contextmanager
-def _quiet() -> Iterator[None]:
-    """Silence the expected tracer warnings (constants the tracer records, e.g. timm's same-padding arithmetic)."""
-    with warnings.catch_warnings():
-        for category in (torch.jit.TracerWarning, DeprecationWarning, FutureWarning):
-            warnings.simplefilter("ignore", category)
-        yield
 
 
 def export_onnx(model: DepthNet, path: str | os.PathLike, opset: int = 17, *, flip: bool = False,
@@ -153,10 +105,6 @@ def export_onnx(model: DepthNet, path: str | os.PathLike, opset: int = 17, *, fl
     with atomic_write(path) as tmp:
         onnx.save(proto, str(tmp))
     return path
-
-
-class ExportError(ValueError):
-    """A bad export request (precision, calibration set, missing tools); the message is one line."""
 
 
 class _SameConv(torch.autograd.Function):
@@ -206,7 +154,7 @@ def _trace_onnx(wrapper: MetricDepth, opset: int) -> Any:
     import onnx
 
     buf = io.BytesIO()
-    with _quiet(), torch.no_grad(), _same_pad_as_attribute(wrapper):
+    with quiet(), torch.no_grad(), _same_pad_as_attribute(wrapper):
         torch.onnx.export(
             wrapper, (_example(),), buf, dynamo=False, opset_version=opset,
             input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
@@ -225,7 +173,7 @@ def _to_fp16(proto: Any) -> Any:
     except ImportError:
         raise ExportError("--precision fp16 needs onnxruntime's float16 converter "
                           "(onnxruntime.transformers): pip install 'transferdepth[export]'") from None
-    with _quiet():
+    with quiet():
         proto = convert_float_to_float16(proto, keep_io_types=True, op_block_list=["Resize"])
     _toposort(proto.graph)  # the converter appends the input casts at the end of the node list
     return proto
@@ -248,164 +196,6 @@ def _toposort(graph: Any) -> None:
         c.CopyFrom(n)
     del graph.node[:]
     graph.node.extend(copies)
-
-
-def _quantization_tools() -> Any:
-    try:
-        import onnxruntime.quantization as q
-    except ImportError:
-        raise ExportError("--precision int8 needs onnxruntime's quantisation tools (onnxruntime.quantization): "
-                          "pip install 'transferdepth[export]'") from None
-    return q
-
-
-def calibration_batches(spec: str, count: int = 16, size: tuple[int, int] = DEFAULT_CALIBRATION_SIZE
-                        ) -> list[np.ndarray]:
-    """Up to `count` calibration inputs, each (1,3,H,W) float32 RGB in [0,1] at `size` (H, W), from a dataset
-    spec (`transferdepth.data.open_dataset`) or a folder of images (evenly spaced over the set).
-    An empty set or one that fails to open raises ExportError naming the spec."""
-    from PIL import Image
-
-    from transferdepth.data import open_dataset
-    from transferdepth.inference.imageio import IMAGE_EXTENSIONS, load_image
-
-    if count < 1:
-        raise ExportError(f"--calibration-count must be at least 1, got {count}")
-    rgbs: list[np.ndarray] = []
-    try:
-        if Path(spec).is_dir():
-            files = sorted(f for f in Path(spec).iterdir() if f.suffix.lower() in IMAGE_EXTENSIONS)
-            pick = [files[i] for i in _spread(len(files), count)]
-            rgbs = [load_image(f) for f in pick]
-        else:
-            data = open_dataset(spec)
-            rgbs = [data[i]["rgb"] for i in _spread(len(data), count)]
-    except (ValueError, OSError) as e:  # DatasetError, ImageError are ValueErrors
-        raise ExportError(f"--calibration {spec}: cannot open it ({str(e).splitlines()[0]})") from None
-    if not rgbs:
-        raise ExportError(f"--calibration {spec}: no images to calibrate on (an empty set)")
-    h, w = size
-    out = []
-    for rgb in rgbs:
-        im = Image.fromarray(rgb)
-        if im.size != (w, h):
-            im = im.resize((w, h), Image.BILINEAR)
-        out.append(np.ascontiguousarray(np.asarray(im).transpose(2, 0, 1)[None], dtype=np.float32) / 255.0)
-    return out
-
-
-def _spread(n: int, count: int) -> list[int]:
-    """`count` indices spread evenly over range(n) (all of them when n <= count)."""
-    if n <= count:
-        return list(range(n))
-    return sorted({int(i * n / count) for i in range(count)})
-
-
-CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
-QUANT_EXCLUDES = ("none", "head", "last-conv", "last-conv+resize")
-ACTIVATION_TYPES = ("uint8", "int8")
-DEFAULT_CALIBRATION_METHOD = "minmax"
-# uint8 activations: onnxruntime's CPU QDQ fusion turns every Conv into QLinearConv (U8S8, the VNNI
-# kernels); with int8 activations it left a Conv fed by (or feeding) a shared tensor in float32 between
-# DequantizeLinear/QuantizeLinear with layout transposes around it (MobileNetV2 480x640: 77 ms -> 36 ms)
-DEFAULT_ACTIVATIONS = "uint8"
-DEFAULT_QUANT_EXCLUDE = "last-conv+resize"  # the best of those tried on real data (docs/using.md)
-
-
-def quant_method(method: str = DEFAULT_CALIBRATION_METHOD, per_channel: bool = True,
-                 exclude: str = DEFAULT_QUANT_EXCLUDE, activations: str = DEFAULT_ACTIVATIONS,
-                 bias_correction: bool = True) -> str:
-    """The `transferdepth.quantization` metadata line for these settings."""
-    kept = {"none": "every supported op quantised",
-            "head": "float32 after the last convolution (DepthNorm inversion, resize, clamps)",
-            "last-conv": "float32 from the last convolution on (it, the DepthNorm inversion, resize, clamps)",
-            "last-conv+resize": "float32 from the last convolution on and every Resize (the decoder's upsampling)"
-            }[exclude]
-    return (f"onnxruntime quantize_static: QDQ, {activations} activations (per tensor, asymmetric, {method}), "
-            f"int8 weights (symmetric) "
-            f"{'per channel' if per_channel else 'per tensor'}; {kept}"
-            + ("; biases corrected on the calibration images (empirical bias correction)" if bias_correction else ""))
-
-
-def _excluded_nodes(model: Any, exclude: str) -> list[str]:
-    """Names of the nodes left in float32: none; the head (every node fed, directly or not, by the last Conv's
-    output); the last Conv and its head; or those and every Resize node."""
-    if exclude == "none":
-        return []
-    convs = [n for n in model.graph.node if n.op_type == "Conv"]
-    if not convs:
-        return []
-    last = convs[-1]
-    tainted, names = set(last.output), [] if exclude == "head" else [last.name]
-    for n in model.graph.node:  # topologically sorted (checked by onnx.checker)
-        if n is not last and any(i in tainted for i in n.input):
-            tainted.update(n.output)
-            names.append(n.name)
-    if exclude == "last-conv+resize":
-        names += [n.name for n in model.graph.node if n.op_type == "Resize" and n.name not in names]
-    return names
-
-
-def _check_quantization(method: str = DEFAULT_CALIBRATION_METHOD, exclude: str = DEFAULT_QUANT_EXCLUDE,
-                        per_channel: bool = True, activations: str = DEFAULT_ACTIVATIONS,
-                        bias_correction: bool = True) -> None:
-    if not isinstance(bias_correction, bool):
-        raise ExportError(f"bias_correction must be True or False, got {bias_correction!r}")
-    if activations not in ACTIVATION_TYPES:
-        raise ExportError(f"quantisation activations {activations}: choose one of {', '.join(ACTIVATION_TYPES)}")
-    if method not in CALIBRATION_METHODS:
-        raise ExportError(f"calibration method {method}: choose one of {', '.join(CALIBRATION_METHODS)}")
-    if exclude not in QUANT_EXCLUDES:
-        raise ExportError(f"quantisation exclude {exclude}: choose one of {', '.join(QUANT_EXCLUDES)}")
-
-
-def quantize_onnx(proto: Any, batches: list[np.ndarray], *, method: str = DEFAULT_CALIBRATION_METHOD,
-                  per_channel: bool = True, exclude: str = DEFAULT_QUANT_EXCLUDE,
-                  activations: str = DEFAULT_ACTIVATIONS, bias_correction: bool = True
-                  ) -> tuple[Any, dict[str, str]]:
-    """A float32 graph -> its 8-bit QDQ graph (int8 weights, per channel by default; `activations` "uint8"
-    (default) or "int8", per tensor, calibrated with `method` ("minmax", "entropy", "percentile") on `batches`
-    of (1,3,H,W) float32 RGB in [0,1]), and metadata describing the method. exclude: which nodes stay float32
-    ("none"; "head": those after the last convolution; "last-conv": that convolution too; "last-conv+resize":
-    also every Resize). bias_correction: shift each quantised convolution's bias so that its mean output on
-    `batches` matches the float graph's (`transferdepth.bias_correction`; per convolution one pass of the
-    part of the graph it depends on)."""
-    import tempfile
-
-    import onnx
-
-    _check_quantization(method, exclude, per_channel, activations, bias_correction)
-    q = _quantization_tools()
-
-    class Reader(q.CalibrationDataReader):
-        def __init__(self) -> None:
-            self.it = iter(batches)
-
-        def get_next(self) -> dict[str, np.ndarray] | None:
-            x = next(self.it, None)
-            return None if x is None else {INPUT_NAME: x}
-
-    calib = {"minmax": q.CalibrationMethod.MinMax, "entropy": q.CalibrationMethod.Entropy,
-             "percentile": q.CalibrationMethod.Percentile}[method]
-    with tempfile.TemporaryDirectory(prefix="transferdepth-int8-") as tmp:
-        src, pre, dst = (Path(tmp) / n for n in ("fp32.onnx", "pre.onnx", "int8.onnx"))
-        onnx.save(proto, str(src))
-        with _quiet():
-            try:
-                q.quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
-            except Exception:  # pre-processing is an optimisation; quantise the plain graph if it fails
-                pre = src
-            excluded = _excluded_nodes(onnx.load(str(pre)), exclude)
-            q.quantize_static(str(pre), str(dst), Reader(), quant_format=q.QuantFormat.QDQ, per_channel=per_channel,
-                              activation_type={"uint8": q.QuantType.QUInt8, "int8": q.QuantType.QInt8}[activations],
-                              weight_type=q.QuantType.QInt8,
-                              calibrate_method=calib, nodes_to_exclude=excluded,
-                              extra_options={"ActivationSymmetric": False, "WeightSymmetric": True})
-        out = onnx.load(str(dst))
-        if bias_correction:
-            correct_biases(out, onnx.load(str(pre)), [{INPUT_NAME: b} for b in batches])
-    return out, {"transferdepth.quantization": quant_method(method, per_channel, exclude, activations,
-                                                            bias_correction)}
 
 
 def _fix_shapes(proto: Any) -> None:
@@ -445,12 +235,12 @@ class CheckedInput(nn.Module):
 def export_torchscript(model: DepthNet, path: str | os.PathLike, flip: bool = False) -> Path:
     """Write `model` as a TorchScript archive (MetricDepth contract, dynamic size, input checked); atomic."""
     wrapper = MetricDepth(model.cpu(), flip=flip).eval()
-    with _quiet(), torch.no_grad():
+    with quiet(), torch.no_grad():
         traced = torch.jit.trace(wrapper, (_example(),), check_trace=False)
         traced = torch.jit.script(CheckedInput(traced))
     extra = {"transferdepth.json": json.dumps(contract(model, wrapper), indent=2)}
     path = Path(path)
-    with atomic_write(path) as tmp, _quiet():
+    with atomic_write(path) as tmp, quiet():
         torch.jit.save(traced, str(tmp), _extra_files=extra)
     return path
 

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from transferdepth.deploy.onnx_engine import OnnxRunner
 from transferdepth.inference.checkpoint import load_checkpoint, save_checkpoint
 from transferdepth.inference.core import CHANNELS_LAST_DEVICES, infer, rgb_to_tensor
 from transferdepth.inference.imageio import (  # noqa: F401  (ImageError, load_image: public here too)
@@ -148,87 +149,47 @@ class DepthEstimator:
 
 
 class OnnxDepthEstimator(DepthEstimator):
-    """`DepthEstimator` on onnxruntime: the graph of `transferdepth.export.export_onnx` (RGB [0,1] ->
-    metres at the input's size, clamped) replaces `infer`; image reading, sizes and batching are
-    DepthEstimator's. Without resizing (image within max_side, no input_size) it equals the torch engine
-    within 1e-4 m for fp32 exports. When the network sees another size, the graph returns depth at that
-    size and it is resized once more to the image's (the torch engine resizes once): close, not equal.
-    Flip averaging: inside the graph for a `--flip` export (metadata `transferdepth.flip`), else the
-    mirrored image's run, mirrored back and averaged in metres (as `infer`). Use `from_onnx`.
+    """`DepthEstimator` on onnxruntime (`deploy.onnx_engine.OnnxRunner`): the graph of
+    `transferdepth.deploy.export.export_onnx` (RGB [0,1] -> metres at the input's size, clamped) replaces
+    `infer`; image reading, sizes and batching are DepthEstimator's. Without resizing (image within max_side,
+    no input_size) it equals the torch engine within 1e-4 m for fp32 exports. When the network sees another
+    size, the graph returns depth at that size and it is resized once more to the image's (the torch engine
+    resizes once): close, not equal. Flip averaging: inside the graph for a `--flip` export (metadata
+    `transferdepth.flip`), else the mirrored image's run, mirrored back and averaged in metres (as `infer`).
+    Use `from_onnx`.
     """
 
     def __init__(self, source: str | os.PathLike, flip: bool | None = None, threads: int | None = None,
                  providers: Sequence[str] | None = None, max_pixels: int | None = DEFAULT_MAX_PIXELS,
                  input_size: tuple[int, int] | None = None, max_side: int | None = DEFAULT_MAX_SIDE):
-        try:
-            import onnxruntime as ort
-        except ImportError:
-            raise ValueError("the onnx engine needs onnxruntime: pip install 'transferdepth[export]'") from None
-        import tempfile
-
-        from transferdepth.export import INPUT_NAME, export_onnx
-
-        self.source = str(source)
-        opts = ort.SessionOptions()
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        if threads:
-            opts.intra_op_num_threads = threads
-        providers = list(providers or ["CPUExecutionProvider"])
-        if Path(source).is_dir():
-            with tempfile.TemporaryDirectory(prefix="transferdepth-onnx-") as tmp:
-                path = export_onnx(load_checkpoint(source), Path(tmp) / "model.onnx")
-                self.session = ort.InferenceSession(str(path), opts, providers=providers)
-        else:
-            if not Path(source).is_file():
-                raise ValueError(f"{source}: no such ONNX file or checkpoint directory")
-            try:
-                self.session = ort.InferenceSession(str(source), opts, providers=providers)
-            except Exception as e:  # onnxruntime's own exception types (InvalidProtobuf, Fail, ...)
-                raise ValueError(f"{source}: not an ONNX model onnxruntime can load "
-                                 f"({str(e).splitlines()[0][:200]})") from None
-        meta = self.session.get_modelmeta().custom_metadata_map
-        if "transferdepth.max_depth" not in meta or [i.name for i in self.session.get_inputs()] != [INPUT_NAME]:
-            raise ValueError(f"{source}: not an ONNX file written by `transferdepth export` "
-                             "(no transferdepth metadata)")
-        self.meta, self.input_name = meta, INPUT_NAME
-        self.graph_flip = meta.get("transferdepth.flip") == "true"
-        self.precision = meta.get("transferdepth.precision", "fp32")
-        if flip is False and self.graph_flip:
+        self.runner = OnnxRunner(source, threads=threads, providers=providers)
+        self.source = self.runner.source
+        if flip is False and self.runner.graph_flip:
             raise ValueError(f"{source}: exported with --flip (averaging inside the graph); it cannot run "
                              "without flip averaging: export it again without --flip")
-        super().__init__(_NoModel(meta), torch.device("cpu"), flip=True if flip is None else flip,
+        super().__init__(self.runner.stand_in(), torch.device("cpu"), flip=True if flip is None else flip,
                          max_pixels=max_pixels, input_size=input_size, max_side=max_side)
+
+    # the runner's description of the graph, here as on the estimator
+    meta = property(lambda self: self.runner.meta)
+    graph_flip = property(lambda self: self.runner.graph_flip)
+    precision = property(lambda self: self.runner.precision)
+
+    @property
+    def session(self) -> Any:
+        """The onnxruntime InferenceSession."""
+        return self.runner.session
+
+    @session.setter
+    def session(self, value: Any) -> None:
+        self.runner.session = value
 
     def save_pretrained(self, directory: str | os.PathLike, meta: dict[str, Any] | None = None) -> Path:
         raise ValueError(f"{self.source}: an ONNX engine has no checkpoint to save (use the checkpoint it "
                          "was exported from)")
 
-    def _run(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.from_numpy(self.session.run(None, {self.input_name: x.numpy()})[0])
-
     def predict_rgb(self, rgbs: Sequence[np.ndarray]) -> list[np.ndarray]:
         """Same-size uint8 HxWx3 RGB arrays as one batch -> HxW float32 metres each."""
-        import torch.nn.functional as F
-
         x = rgb_to_tensor(rgbs)
-        h, w = x.shape[-2:]
-        size = self.network_size(h, w)
-        if tuple(size) != (h, w):  # as infer: bilinear, antialiased
-            x = F.interpolate(x, size=tuple(size), mode="bilinear", align_corners=False, antialias=True)
-        depth = self._run(x)
-        if self.flip and not self.graph_flip:
-            depth = 0.5 * (depth + torch.flip(self._run(torch.flip(x, dims=[-1]).contiguous()), dims=[-1]))
-        if tuple(depth.shape[-2:]) != (h, w):
-            depth = F.interpolate(depth, size=(h, w), mode="bilinear", align_corners=False)
-        return list(depth.clamp(self.min_depth, self.max_depth)[:, 0].float().numpy())
-
-
-class _NoModel(torch.nn.Module):
-    """Stands in for the DepthNet an ONNX engine does not have: the exported graph's description."""
-
-    def __init__(self, meta: dict[str, str]):
-        super().__init__()
-        self.encoder_name = meta.get("transferdepth.encoder", "?")
-        self.decoder_width = float(meta.get("transferdepth.decoder_width", "nan"))
-        self.min_depth = float(meta["transferdepth.min_depth"])
-        self.max_depth = float(meta["transferdepth.max_depth"])
+        depth = self.runner.predict(x, self.network_size(*x.shape[-2:]), self.flip, self.min_depth, self.max_depth)
+        return list(depth[:, 0].float().numpy())

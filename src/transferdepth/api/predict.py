@@ -20,7 +20,7 @@ from typing import TextIO
 
 import numpy as np
 
-from transferdepth.api import DepthEstimator
+from transferdepth.api.estimator import DepthEstimator
 from transferdepth.geometry.camera import IntrinsicsError, IntrinsicsSpec, enable_heif
 from transferdepth.geometry.camera import resolve as resolve_intrinsics
 from transferdepth.geometry.points import depth_to_points

@@ -1,0 +1,10 @@
+"""Deployment: a checkpoint as a file another engine runs, and those engines.
+
+    export.py           ONNX / TorchScript export of the one inference path (`MetricDepth`), fp32 / fp16
+    quantize.py         int8: calibration sets, QDQ quantisation settings, `quantize_onnx`
+    bias_correction.py  empirical bias correction of a quantised graph against the float one
+    onnx_engine.py      `OnnxRunner`: onnxruntime on an exported graph, checked against our metadata
+
+May import: inference (the one inference path, checkpoints, image reading), models, data (calibration
+sets) and the root conventions. The API (`api/`) builds its ONNX estimator on `OnnxRunner`.
+"""
