@@ -2,7 +2,7 @@
 EfficientNet-Lite0/1/2, each ImageNet-pretrained and from scratch, trained once per seed on every 7-Scenes
 redkitchen training frame (frames < 800: 400 pairs) at 240x320 with mixed precision, tested on frames >= 800
 (metric) and SUN3D office (median-scaled). The protocol is the CI test's (benchmarks/real_data_study.py,
-`transferdepth.study.run_grid`), only larger: size, steps, batch and AMP are arguments.
+`transferdepth.study.compare.run_grid`), only larger: size, steps, batch and AMP are arguments.
 
     PYTHONPATH=src python benchmarks/gpu_study.py --device cuda [--seeds 0,1,2] [--steps 1000] \
         [--size 240x320] [--batch-size 16] [--amp auto] [--out /tmp/gpu_study]
@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from real_data_study import TRAIN, eval_sets, fine_tune  # noqa: E402
 
 from transferdepth.evaluation.stats import paired_difference, summarize  # noqa: E402
-from transferdepth.study import Run, Variant  # noqa: E402
+from transferdepth.study.compare import Run, Variant  # noqa: E402
 
 ENCODERS = "mobilenetv2,efficientnet_lite0,efficientnet_lite1,efficientnet_lite2"
 COLUMNS = (("kitchen", "abs_rel"), ("kitchen", "d1"), ("office", "d1"))

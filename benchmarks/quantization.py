@@ -6,7 +6,7 @@
 
 Protocol (issue 13 item 3). Fine-tuning is the real-data study's recipe (benchmarks/real_data_study.py,
 `fine_tune`: ImageNet-pretrained encoder, 7-Scenes redkitchen frames < 800 at 128x96, batch 8, 100 steps,
-through `transferdepth.study.run_grid`; finished runs in --workdir are reused and said so). Each fine-tuned
+through `transferdepth.study.compare.run_grid`; finished runs in --workdir are reused and said so). Each fine-tuned
 model is exported as fp32 and as int8 ONNX (`export_onnx`, `--precision int8`), int8 calibrated on
 --calibration-count training frames (frames < 800, evenly spaced) at the evaluation size 96x128, recorded in
 the file's metadata. Both files run on the ONNX engine (`DepthEstimator.from_onnx`, network input 96x128,
@@ -38,7 +38,7 @@ from transferdepth.data import open_dataset  # noqa: E402
 from transferdepth.deploy.export import export_onnx  # noqa: E402
 from transferdepth.evaluation.evaluate import Predictions, evaluate  # noqa: E402
 from transferdepth.inference.checkpoint import load_checkpoint  # noqa: E402
-from transferdepth.study import EvalSet, Variant  # noqa: E402
+from transferdepth.study.compare import EvalSet, Variant  # noqa: E402
 
 CALIBRATION = TRAIN  # training frames (< 800), never the test frames
 CALIBRATION_COUNT = 32

@@ -4,7 +4,7 @@ figure over seeds, and the per-run time.
     PYTHONPATH=src python benchmarks/real_data_seeds.py [--seeds 0,1,2,3,4] [--out /tmp/real_data_seeds]
 
 The 3-seed means are over every choice of 3 of the seeds: the worst of them is where a bound on a 3-seed
-mean starts (docs/seeds.md). Runs the same study as the test (`transferdepth.study.run_grid`, the settings in tests/test_real_data.py):
+mean starts (docs/seeds.md). Runs the same study as the test (`transferdepth.study.compare.run_grid`, the settings in tests/test_real_data.py):
 MobileNetV2 pretrained and from scratch on 7-Scenes redkitchen frames < 800, evaluated on frames >= 800
 (metric) and on SUN3D office (median-scaled). Finished runs in --out are reused (add seeds cheaply).
 """

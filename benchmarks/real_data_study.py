@@ -2,7 +2,7 @@
 benchmarks/real_data_seeds.py (its 5-seed calibration) and benchmarks/quantization.py (int8 on real data).
 
 MobileNetV2 is fine-tuned on 7-Scenes "redkitchen" frames numbered below 800 at 128x96 for STEPS steps,
-once per seed, through the study code path of `transferdepth compare --seeds` (`transferdepth.study.run_grid`;
+once per seed, through the study code path of `transferdepth compare --seeds` (`transferdepth.study.compare.run_grid`;
 seeds pair runs: the same data order and augmentation). Three rows (VARIANTS):
 - "pretrained": ImageNet weights (registry mirror), the default recipe (`densedepth`);
 - "finetune": ImageNet weights, `--recipe finetune` (the row `mobilenetv2@finetune` of a study);
@@ -23,7 +23,7 @@ from transferdepth.data import InMemory, open_dataset
 from transferdepth.data.transforms import TrainTransform, TransformedDataset
 from transferdepth.evaluation.metrics import depth_metrics
 from transferdepth.models import get_spec
-from transferdepth.study import EvalSet, Run, Variant, run_grid
+from transferdepth.study.compare import EvalSet, Run, Variant, run_grid
 from transferdepth.training.config import TrainConfig, load_config
 
 SIZE = (96, 128)

@@ -32,8 +32,8 @@ import numpy as np
 import torch
 
 from transferdepth import DepthEstimator
+from transferdepth.apps.video import iter_depth
 from transferdepth.data import procedural as P
-from transferdepth.video import iter_depth
 
 STATIC = 0.005  # |d log gt| below this: a static pixel
 

@@ -1,4 +1,4 @@
-"""Video throughput: frames/s of `transferdepth.video.predict_video` and the decode / predict / write shares.
+"""Video throughput: frames/s of `transferdepth.apps.video.predict_video` and the decode / predict / write shares.
 
     python benchmarks/video_throughput.py [--encoders mobilenetv2,efficientnet_lite0] [--size 480x640]
         [--frames 24] [--batch-size 4] [--flip] [--engines torch,onnx] [--repeats 1] [--device cpu]
@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from transferdepth import DepthEstimator
-from transferdepth.video import VideoOptions, predict_video
+from transferdepth.apps.video import VideoOptions, predict_video
 from transferdepth.weights.build import build_model
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from transferdepth.demo import DemoOptions, headline, motorcycle, run_demo
+from transferdepth.apps.demo import DemoOptions, headline, motorcycle, run_demo
 
 
 def test_demo_writes_a_report(tmp_path):

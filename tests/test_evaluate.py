@@ -16,7 +16,7 @@ from transferdepth.data import open_dataset
 from transferdepth.evaluation.evaluate import evaluate, predict_dataset
 from transferdepth.evaluation.metrics import depth_metrics
 from transferdepth.inference.checkpoint import save_checkpoint
-from transferdepth.study import compare
+from transferdepth.study.compare import compare
 from transferdepth.training.config import load_config
 from transferdepth.weights.build import build_model
 

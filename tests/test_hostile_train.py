@@ -17,7 +17,7 @@ from PIL import Image
 from safetensors.torch import load_file
 
 from transferdepth import cli
-from transferdepth.study import compare, run_folder_name
+from transferdepth.study.compare import compare, run_folder_name
 from transferdepth.training import CheckpointWriteError, TrainingDiverged, train
 from transferdepth.training import step as tstep
 from transferdepth.training.config import ConfigError, load_config

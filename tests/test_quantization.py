@@ -27,7 +27,7 @@ from pathlib import Path
 import pytest
 
 from transferdepth.inference.checkpoint import load_checkpoint
-from transferdepth.study import Variant
+from transferdepth.study.compare import Variant
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 from quantization import (  # noqa: E402

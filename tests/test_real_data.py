@@ -1,6 +1,6 @@
 """The transfer-learning claim on real RGB-D data, as a 3-seed study (runs in CI; a few minutes on 2 cores).
 
-The study (`benchmarks/real_data_study.py`, through `transferdepth.study.run_grid`, the code path of
+The study (`benchmarks/real_data_study.py`, through `transferdepth.study.compare.run_grid`, the code path of
 `transferdepth compare --seeds`): MobileNetV2 fine-tuned on 7-Scenes redkitchen frames < 800, seeds 0, 1, 2,
 as three rows: ImageNet-pretrained with the default `densedepth` recipe, pretrained with `--recipe finetune`,
 and from scratch (default recipe). The claims, on means over the seeds:

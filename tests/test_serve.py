@@ -23,12 +23,12 @@ pytest.importorskip("uvicorn")
 pytest.importorskip("multipart")
 
 from transferdepth.api.estimator import DepthEstimator  # noqa: E402
+from transferdepth.apps.serve.app import Settings, create_app, serve_in_thread  # noqa: E402
+from transferdepth.apps.serve.engine import Options, TorchEngine  # noqa: E402
 from transferdepth.geometry.camera import default_intrinsics  # noqa: E402
 from transferdepth.geometry.points import depth_to_points  # noqa: E402
 from transferdepth.inference.checkpoint import save_checkpoint  # noqa: E402
 from transferdepth.inference.imageio import colorize, depth_to_mm  # noqa: E402
-from transferdepth.serve.app import Settings, create_app, serve_in_thread  # noqa: E402
-from transferdepth.serve.engine import Options, TorchEngine  # noqa: E402
 
 KEY = "s3cret-key"
 
@@ -352,8 +352,8 @@ def test_api_key_protects_all_but_healthz(checkpoint, photo, tmp_path):
 
 def test_onnx_engine_equals_the_torch_engine(checkpoint, photo, tmp_path):
     pytest.importorskip("onnxruntime")
+    from transferdepth.apps.serve.engine import OnnxEngine
     from transferdepth.deploy.export import export_onnx
-    from transferdepth.serve.engine import OnnxEngine
 
     rgb = np.asarray(Image.open(photo).convert("RGB"))
     torch_engine = TorchEngine(checkpoint, device="cpu")
@@ -379,7 +379,7 @@ def test_onnx_engine_refuses_a_foreign_onnx_file(tmp_path):
     import onnx
     from onnx import TensorProto, helper
 
-    from transferdepth.serve.engine import OnnxEngine
+    from transferdepth.apps.serve.engine import OnnxEngine
 
     graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "g",
                               [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],

@@ -35,9 +35,9 @@ sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright pac
 if not os.path.exists(CHROMIUM):
     pytest.skip(f"no chromium at {CHROMIUM} (CI installs Debian's chromium in .ci/run)", allow_module_level=True)
 
+from transferdepth.apps.serve.app import Settings, create_app, serve_in_thread  # noqa: E402
+from transferdepth.apps.serve.engine import TorchEngine  # noqa: E402
 from transferdepth.inference.checkpoint import save_checkpoint  # noqa: E402
-from transferdepth.serve.app import Settings, create_app, serve_in_thread  # noqa: E402
-from transferdepth.serve.engine import TorchEngine  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""The multi-seed study (`transferdepth.study.run_grid`, `compare --seeds`): the grid, its reuse, the tables'
+"""The multi-seed study (`transferdepth.study.compare.run_grid`, `compare --seeds`): the grid, its reuse, the tables'
 statistics against an independent computation, scratch variants, folder safety and the CLI."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from scipy import stats as sps
 
 from transferdepth import cli
 from transferdepth.evaluation.report import plot_loss_bands
-from transferdepth.study import EvalSet, Variant, compare, parse_variant, run_grid
+from transferdepth.study.compare import EvalSet, Variant, compare, parse_variant, run_grid
 from transferdepth.training.config import ConfigError, load_config
 
 TEST = "procedural:n=3&seed=7&height=64&width=64"

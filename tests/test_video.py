@@ -16,7 +16,7 @@ from transferdepth.inference.checkpoint import save_checkpoint
 
 av = pytest.importorskip("av")
 
-from transferdepth.video import VideoOptions, iter_depth, predict_video  # noqa: E402
+from transferdepth.apps.video import VideoOptions, iter_depth, predict_video  # noqa: E402
 
 FPS = Fraction(12)
 

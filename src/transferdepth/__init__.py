@@ -6,7 +6,6 @@ from typing import Any
 
 from transferdepth._version import __version__
 
-
 __all__ = ["DepthEstimator", "__version__", "build_model"]
 
 

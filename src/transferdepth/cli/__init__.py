@@ -4,6 +4,9 @@ Each subcommand lives in `transferdepth/cli/<command>.py` with `add_parser(subpa
 arguments and calls the API. Errors a user can fix are printed as one line (`transferdepth: error: ...`)
 with exit status 2, never as a traceback; exit status 1 means only "some inputs failed" (predict); a bug
 prints its traceback and exits 3.
+
+May import every stage; nothing imports `cli` (only `__main__`). `--help` and `--version` import no torch:
+a command module is imported only when that command runs.
 """
 
 from __future__ import annotations

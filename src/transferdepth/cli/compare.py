@@ -82,7 +82,7 @@ def _load(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
 
 def _run(args: argparse.Namespace) -> int:
     from transferdepth.evaluation.report import markdown_table
-    from transferdepth.study import COLUMNS, compare
+    from transferdepth.study.compare import COLUMNS, compare
 
     encoders = [e.strip() for e in args.encoders.split(",") if e.strip()]
     checkpoints = {}

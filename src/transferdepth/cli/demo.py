@@ -25,8 +25,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from transferdepth.apps.demo import DemoOptions, headline, run_demo, set_threads
     from transferdepth.cli import parse_size
-    from transferdepth.demo import DemoOptions, headline, run_demo, set_threads
 
     set_threads()
     h, w = parse_size(args.size, "--size")

@@ -147,7 +147,7 @@ def _run(args: argparse.Namespace) -> int:
         device = resolve_device(args.device, "--device")  # before the checkpoint is read
         est = DepthEstimator.from_pretrained(args.checkpoint, device=device,
                                              flip=True if args.flip is None else args.flip, **sizes)
-    from transferdepth.video import VIDEO_EXTENSIONS, predict_videos, split_inputs, video_options
+    from transferdepth.apps.video import VIDEO_EXTENSIONS, predict_videos, split_inputs, video_options
 
     files, failures = find_inputs(args.paths, args.recursive, IMAGE_EXTENSIONS + VIDEO_EXTENSIONS)
     files, videos, unknown = split_inputs(files)

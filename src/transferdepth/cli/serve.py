@@ -48,12 +48,12 @@ def _run(args: argparse.Namespace) -> int:
     try:
         import uvicorn
 
-        from transferdepth.serve.app import Settings, create_app
+        from transferdepth.apps.serve.app import Settings, create_app
     except ImportError as e:
         raise UserError(f"serve needs the optional [serve] extra ({e.name} is missing): "
                         "pip install 'transferdepth[serve]'") from None
     from transferdepth.api.estimator import DEFAULT_MAX_PIXELS
-    from transferdepth.serve.engine import load_engine
+    from transferdepth.apps.serve.engine import load_engine
     from transferdepth.utils import resolve_device
 
     for option, value in (("--queue-size", args.queue_size), ("--max-pixels", args.max_pixels or 1),

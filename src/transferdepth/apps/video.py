@@ -297,6 +297,55 @@ def output_paths(base: Path, opts: VideoOptions) -> dict[str, Path]:
     return paths
 
 
+class _FrameSink:
+    """Where each predicted frame goes while the video is read: float16 depth to the raw file, PNG16 frames,
+    the stereo video; keeps the camera (from the first frame), timestamps and the depth range seen."""
+
+    def __init__(self, path: str | os.PathLike, paths: dict[str, Path], opts: VideoOptions, fps: Fraction, raw: Any):
+        self.path, self.paths, self.opts, self.fps, self.raw = path, paths, opts, fps, raw
+        self.k: Intrinsics | None = None
+        self.stereo_enc: _Encoder | None = None
+        self.zc: float | None = None
+        self.timestamps: list[float] = []
+        self.lo, self.hi = math.inf, -math.inf
+
+    def add(self, i: int, t: float, rgb: np.ndarray, depth: np.ndarray) -> None:
+        opts, k = self.opts, self.k
+        h, w = depth.shape
+        if k is None:
+            k = self.k = resolve(opts.intrinsics, w, h, None)  # frames carry no EXIF: auto = the default lens
+            if opts.stereo is not None:
+                self.zc = convergence_for(depth, opts.stereo.convergence_m)
+                stereo = self.paths["stereo"]
+                self.stereo_enc = _Encoder(stereo.with_name(f".{stereo.name}.tmp"), self.fps,
+                                           *_stereo_size(w, h, opts), str(self.path))
+        elif depth.shape != (k.height, k.width):
+            raise VideoError(str(self.path), f"frame {i} is {w}x{h}, the first frame {k.width}x{k.height}")
+        self.timestamps.append(t)
+        self.raw.write(depth.astype(np.float16).tobytes())
+        finite = depth[np.isfinite(depth)]
+        if finite.size:
+            self.lo, self.hi = min(self.lo, float(finite.min())), max(self.hi, float(finite.max()))
+        if opts.png16:
+            write_png16(self.paths["png16"] / f"{i:06d}.png", depth)
+        if self.stereo_enc is not None:
+            self.stereo_enc.write(stereo_image(rgb, depth, k.fx, opts.stereo, self.zc))
+
+    def close_stereo(self) -> list[Path]:
+        """Finish the stereo video (renamed into place); the paths written."""
+        if self.stereo_enc is None:
+            return []
+        self.stereo_enc.close()
+        os.replace(self.stereo_enc.path, self.paths["stereo"])
+        self.stereo_enc = None
+        return [self.paths["stereo"]]
+
+    def abort(self) -> None:
+        if self.stereo_enc is not None:
+            self.stereo_enc.abort()
+            Path(self.stereo_enc.path).unlink(missing_ok=True)
+
+
 def predict_video(path: str | os.PathLike, predictor: FramePredictor, base: str | os.PathLike,
                   opts: VideoOptions | None = None,
                   on_frames: Callable[[int], None] | None = None) -> VideoResult:
@@ -310,36 +359,15 @@ def predict_video(path: str | os.PathLike, predictor: FramePredictor, base: str 
     base.parent.mkdir(parents=True, exist_ok=True)
     fps = frame_rate(path)
     timings: dict[str, float] = {"decode": 0.0, "predict": 0.0, "write": 0.0}
-    timestamps: list[float] = []
-    lo, hi = math.inf, -math.inf
-    k: Intrinsics | None = None
-    stereo_enc: _Encoder | None = None
-    zc: float | None = None
     raw = tempfile.NamedTemporaryFile(dir=base.parent, prefix=f".{base.name}.", suffix=".f16", delete=False)
     raw_path = Path(raw.name)
+    sink = _FrameSink(path, paths, opts, fps, raw)
     try:
         with raw:
             pending = 0
             for i, t, rgb, depth in iter_depth(path, predictor, opts.batch_size, timings):
                 t0 = time.perf_counter()
-                h, w = depth.shape
-                if k is None:
-                    k = resolve(opts.intrinsics, w, h, None)  # frames carry no EXIF: auto = the default lens
-                    if opts.stereo is not None:
-                        zc = convergence_for(depth, opts.stereo.convergence_m)
-                        stereo_enc = _Encoder(paths["stereo"].with_name(f".{paths['stereo'].name}.tmp"), fps, *_stereo_size(w, h, opts),
-                                              str(path))
-                elif depth.shape != (k.height, k.width):
-                    raise VideoError(str(path), f"frame {i} is {w}x{h}, the first frame {k.width}x{k.height}")
-                timestamps.append(t)
-                raw.write(depth.astype(np.float16).tobytes())
-                finite = depth[np.isfinite(depth)]
-                if finite.size:
-                    lo, hi = min(lo, float(finite.min())), max(hi, float(finite.max()))
-                if opts.png16:
-                    write_png16(paths["png16"] / f"{i:06d}.png", depth)
-                if stereo_enc is not None:
-                    stereo_enc.write(stereo_image(rgb, depth, k.fx, opts.stereo, zc))
+                sink.add(i, t, rgb, depth)
                 timings["write"] += time.perf_counter() - t0
                 pending += 1
                 if on_frames is not None and pending >= opts.batch_size:
@@ -347,45 +375,46 @@ def predict_video(path: str | os.PathLike, predictor: FramePredictor, base: str 
                     pending = 0
             if on_frames is not None and pending:
                 on_frames(pending)
-        assert k is not None  # read_frames raises for zero frames
         t0 = time.perf_counter()
-        n = len(timestamps)
-        range_m = opts.range_m or ((lo, hi) if lo <= hi else (0.0, 1.0))
-        written: list[Path] = []
-        notes: list[str] = []
-        if stereo_enc is not None:
-            stereo_enc.close()
-            os.replace(stereo_enc.path, paths["stereo"])
-            written.append(paths["stereo"])
-            stereo_enc = None
-        with atomic_write(paths["color"]) as tmp:
-            enc = _Encoder(tmp, fps, k.width, k.height, str(path))
-            try:
-                frame_bytes = k.width * k.height * 2
-                with open(raw_path, "rb") as f:
-                    for _ in range(n):
-                        d = np.frombuffer(f.read(frame_bytes), np.float16).reshape(k.height, k.width)
-                        enc.write(colorize(d.astype(np.float32), opts.cmap, range_m)[0])
-                enc.close()
-            except BaseException:
-                enc.abort()
-                raise
-            if enc.note:
-                notes.append(enc.note)
-        written.append(paths["color"])
-        _write_npz(paths["npz"], raw_path, (n, k.height, k.width), {
-            "fps": np.float64(float(fps)), "timestamps": np.asarray(timestamps, np.float64),
-            "intrinsics": k.matrix(), "intrinsics_source": np.str_(k.source)})
-        written.append(paths["npz"])
-        if opts.png16:
-            written.append(paths["png16"])
+        result = _finish(path, sink, raw_path, timings)
         timings["write"] += time.perf_counter() - t0
-        return VideoResult(n, float(fps), k.width, k.height, k, range_m, written, timings, notes)
+        return result
     finally:
-        if stereo_enc is not None:
-            stereo_enc.abort()
-            Path(stereo_enc.path).unlink(missing_ok=True)
+        sink.abort()
         raw_path.unlink(missing_ok=True)
+
+
+def _finish(path: str | os.PathLike, sink: _FrameSink, raw_path: Path, timings: dict[str, float]) -> VideoResult:
+    """After the last frame: the stereo video closed, the colour video (one range for every frame) and the
+    npz written from the raw float16 file."""
+    k, opts, paths, fps = sink.k, sink.opts, sink.paths, sink.fps
+    assert k is not None  # read_frames raises for zero frames
+    n = len(sink.timestamps)
+    range_m = opts.range_m or ((sink.lo, sink.hi) if sink.lo <= sink.hi else (0.0, 1.0))
+    notes: list[str] = []
+    written = sink.close_stereo()
+    with atomic_write(paths["color"]) as tmp:
+        enc = _Encoder(tmp, fps, k.width, k.height, str(path))
+        try:
+            frame_bytes = k.width * k.height * 2
+            with open(raw_path, "rb") as f:
+                for _ in range(n):
+                    d = np.frombuffer(f.read(frame_bytes), np.float16).reshape(k.height, k.width)
+                    enc.write(colorize(d.astype(np.float32), opts.cmap, range_m)[0])
+            enc.close()
+        except BaseException:
+            enc.abort()
+            raise
+        if enc.note:
+            notes.append(enc.note)
+    written.append(paths["color"])
+    _write_npz(paths["npz"], raw_path, (n, k.height, k.width), {
+        "fps": np.float64(float(fps)), "timestamps": np.asarray(sink.timestamps, np.float64),
+        "intrinsics": k.matrix(), "intrinsics_source": np.str_(k.source)})
+    written.append(paths["npz"])
+    if opts.png16:
+        written.append(paths["png16"])
+    return VideoResult(n, float(fps), k.width, k.height, k, range_m, written, timings, notes)
 
 
 def _stereo_size(w: int, h: int, opts: VideoOptions) -> tuple[int, int]:

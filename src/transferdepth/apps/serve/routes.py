@@ -1,0 +1,239 @@
+"""The routes of the HTTP API: what each endpoint reads, checks and answers (see `app` for the list)."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import tempfile
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from fastapi import FastAPI, Request
+from fastapi.responses import FileResponse, Response
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import UploadFile
+
+from transferdepth.api.predict import SUFFIXES, OutputOptions, write_outputs
+from transferdepth.apps.serve.engine import Engine, Options
+from transferdepth.apps.serve.errors import ApiError
+from transferdepth.apps.serve.limits import Admission, BodyTooLarge, Settings
+from transferdepth.geometry import camera
+from transferdepth.inference.imageio import ImageError, colorize, load_image
+
+FORMATS = ("png16", "npy", "color", "ply", "json")
+MEDIA_TYPES = {"png16": "image/png", "npy": "application/x-npy", "color": "image/png",
+               "ply": "application/x-ply", "json": "application/json"}
+SUFFIXES_ALL = SUFFIXES | {"json": "_depth.json"}
+STATIC = Path(__file__).with_name("static")
+RAW_BODY = "request body"  # the name an image sent as the raw body goes by in messages
+
+
+@dataclass
+class Runtime:
+    """What the routes share: the engine, the limits, the one inference thread, the temp folder, the queue."""
+
+    engine: Engine
+    settings: Settings
+    executor: ThreadPoolExecutor
+    tmp_root: Callable[[], Path]
+    admission: Admission
+
+
+def parse_size(text: str | None) -> tuple[int, int] | None:
+    """'240x320' (HEIGHTxWIDTH) -> (240, 320); None -> None; ApiError 422 otherwise."""
+    if text is None or text == "":
+        return None
+    h, _, w = text.lower().partition("x")
+    if not (h.isdigit() and w.isdigit() and int(h) >= 32 and int(w) >= 32):
+        raise ApiError(422, f"input_size: expected HEIGHTxWIDTH, each at least 32 pixels (e.g. 240x320), got '{text}'")
+    return int(h), int(w)
+
+
+def parse_intrinsics(text: str | None) -> camera.IntrinsicsSpec:
+    """The `intrinsics` option: auto (default; EXIF focal length, else the default lens), exif, nyu, fov:DEG
+    or FX,FY,CX,CY (see `transferdepth.geometry.camera`); 422 otherwise."""
+    try:
+        return camera.parse_spec(text or None)
+    except camera.IntrinsicsError as e:
+        raise ApiError(422, str(e).replace("--intrinsics", "intrinsics")) from None
+
+
+def image_error_status(e: ImageError) -> int:
+    """HTTP status for an ImageError: 413 too many pixels / bomb, 415 not an image, 422 corrupt / truncated."""
+    if "more than the limit" in e.reason or "decompression-bomb" in e.reason:
+        return 413
+    if e.reason.startswith(("not an image", "empty file")):
+        return 415
+    return 422
+
+
+def _decode(data: bytes, name: str, root: Path, max_pixels: int | None) -> np.ndarray:
+    """Bytes of an image file -> uint8 HxWx3 RGB via `load_image`, through a temporary folder removed after."""
+    with tempfile.TemporaryDirectory(dir=root) as tmp:
+        path = Path(tmp) / "upload"
+        path.write_bytes(data)
+        try:
+            return load_image(path, max_pixels)
+        except ImageError as e:
+            raise ApiError(image_error_status(e), f"{name}: {e.reason}") from None
+
+
+def _stem(name: str) -> str:
+    """The download name's stem: the uploaded file's, or 'image' for a raw body."""
+    stem = Path(name).stem if name != RAW_BODY else ""
+    return "".join(c for c in stem if c.isalnum() or c in "-_.") or "image"
+
+
+def encode(fmt: str, depth: np.ndarray, rgb: np.ndarray, root: Path, *, cmap: str = "plasma",
+           intrinsics: camera.Intrinsics | None = None, stride: int = 1,
+           extra: dict[str, Any] | None = None) -> tuple[bytes, dict[str, str]]:
+    """Depth (HxW metres) in one output format -> (body, extra headers).
+
+    png16, npy, color and ply are the bytes `transferdepth predict` writes (`predict.write_outputs`, into
+    a temporary folder under `root`, removed after); json is built here.
+    """
+    headers: dict[str, str] = {"X-Depth-Units": "millimetres" if fmt == "png16" else "metres"}
+    h, w = depth.shape
+    finite = depth[np.isfinite(depth)]
+    lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
+    if fmt == "png16":
+        headers["X-Depth-Scale"] = "0.001 m per unit (uint16 millimetres; 0 = no depth)"
+    elif fmt == "color":
+        headers |= {"X-Color-Range-M": f"{lo:.6g},{hi:.6g}", "X-Colormap": cmap}
+    if fmt != "json":
+        opts = OutputOptions(formats=(fmt,), cmap=cmap, range_m=(lo, hi), intrinsics=intrinsics, stride=stride)
+        with tempfile.TemporaryDirectory(dir=root) as tmp:
+            (path,) = write_outputs(Path(tmp) / "depth", depth, rgb, opts)
+            return path.read_bytes(), headers
+    k = camera.resolve(intrinsics, w, h)
+    body = {"width": w, "height": h, "units": "metres",
+            "min_m": lo, "median_m": float(np.median(finite)) if finite.size else float("nan"), "max_m": hi,
+            "intrinsics": k.to_dict()}
+    body |= extra or {}
+    return json.dumps(body).encode(), headers
+
+_DEPTH_DOC = {
+    "requestBody": {
+        "required": True,
+        "description": "an image file (JPEG, PNG, ...) as a multipart upload (any field name) or as the raw body",
+        "content": {
+            "multipart/form-data": {"schema": {"type": "object", "properties": {
+                "image": {"type": "string", "format": "binary"}}}},
+            "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+            "image/jpeg": {"schema": {"type": "string", "format": "binary"}},
+            "image/png": {"schema": {"type": "string", "format": "binary"}},
+        },
+    },
+    "responses": {"200": {"description": "depth; headers X-Depth-Units, X-Depth-Min-M, X-Depth-Max-M, "
+                                         "X-Depth-Range-M (the model's), X-Intrinsics, Server-Timing",
+                          "content": {t: {} for t in set(MEDIA_TYPES.values())}},
+                  "401": {"description": "missing or wrong API key"},
+                  "413": {"description": "body or image (pixels) too large"},
+                  "415": {"description": "not an image"},
+                  "422": {"description": "bad option, or an image that cannot be decoded"},
+                  "503": {"description": "queue full; retry after Retry-After seconds"}},
+}
+
+
+def add_routes(app: FastAPI, rt: Runtime) -> None:
+    """/healthz, /v1/model, /v1/colormap/{name}, /v1/depth and the page at /."""
+    engine, settings = rt.engine, rt.settings
+
+    @app.get("/healthz", summary="liveness")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/v1/model", summary="the model being served")
+    async def model() -> dict[str, Any]:
+        return engine.info() | {"max_pixels": engine.max_pixels, "max_body_bytes": settings.max_body_bytes,
+                                "queue_size": settings.queue_size, "formats": list(FORMATS)}
+
+    @app.get("/v1/colormap/{name}", summary="a colormap as 256 RGB triples (what format=color uses)")
+    async def colormap(name: str) -> dict[str, Any]:
+        import matplotlib
+
+        if name not in matplotlib.colormaps:
+            raise ApiError(422, f"colormap '{name}': unknown (e.g. plasma, viridis, magma, turbo)")
+        lut, _ = colorize(np.linspace(0.0, 1.0, 256)[None], name, (0.0, 1.0))
+        return {"name": name, "lut": lut[0].tolist()}
+
+    @app.post("/v1/depth", summary="depth of one image", openapi_extra=_DEPTH_DOC)
+    async def depth(request: Request, format: str = "png16", flip: bool | None = None,
+                    input_size: str | None = None, intrinsics: str | None = None, cmap: str = "plasma",
+                    stride: int = 1) -> Response:
+        """format: png16 (uint16 mm), npy (float32 m), color (PNG, range in X-Color-Range-M), ply (m), json.
+        flip (default true) and input_size (HEIGHTxWIDTH, default the image's own) as DepthEstimator.predict;
+        intrinsics for ply/json: auto (EXIF focal length, else the default lens), exif, nyu, fov:DEG or
+        FX,FY,CX,CY in pixels (transferdepth.geometry.camera); the values and their source are in X-Intrinsics(-Source)."""
+        t0 = time.perf_counter()
+        fmt = format.lower()
+        if fmt not in FORMATS:
+            raise ApiError(422, f"format '{format}': unknown; choose one of {', '.join(FORMATS)}")
+        options = Options(flip=flip, input_size=parse_size(input_size))
+        spec = parse_intrinsics(intrinsics)
+        if fmt == "color":
+            import matplotlib
+
+            if cmap not in matplotlib.colormaps:
+                raise ApiError(422, f"cmap '{cmap}': unknown matplotlib colormap (e.g. plasma, viridis, turbo)")
+        if stride < 1:
+            raise ApiError(422, f"stride: must be at least 1, got {stride}")
+        with rt.admission.admit():
+            data, name = await _read_image(request, settings)
+            t1 = time.perf_counter()
+            rgb = await run_in_threadpool(_decode, data, name, rt.tmp_root(), engine.max_pixels)
+            try:  # the camera: the request's, else the upload's EXIF focal length, else the default lens
+                k = camera.resolve(spec, rgb.shape[1], rgb.shape[0], io.BytesIO(data))
+            except camera.IntrinsicsError as e:
+                raise ApiError(422, f"intrinsics: {e}") from None
+            del data
+            t2 = time.perf_counter()
+            loop = asyncio.get_running_loop()
+            depth_m = await loop.run_in_executor(rt.executor, engine.predict_rgb, rgb, options)
+            t3 = time.perf_counter()
+            timing = {"read_ms": (t1 - t0) * 1e3, "decode_ms": (t2 - t1) * 1e3, "infer_ms": (t3 - t2) * 1e3}
+            extra = {"timing_ms": timing, "engine": engine.info()["engine"],
+                     "flip": options.flip if options.flip is not None else engine.info()["flip"],
+                     "input_size": list(options.input_size) if options.input_size else None}
+            body, headers = await run_in_threadpool(encode, fmt, depth_m, rgb, rt.tmp_root(), cmap=cmap, intrinsics=k,
+                                                    stride=stride, extra=extra)
+        h, w = depth_m.shape
+        headers |= {
+            "X-Depth-Min-M": f"{float(np.nanmin(depth_m)):.6g}", "X-Depth-Max-M": f"{float(np.nanmax(depth_m)):.6g}",
+            "X-Depth-Range-M": f"{engine.min_depth:g},{engine.max_depth:g}",
+            "X-Image-Size": f"{w}x{h}", "X-Intrinsics": ",".join(f"{v:.6g}" for v in k.as_tuple()),
+            "X-Intrinsics-Source": k.source,
+            "Server-Timing": ", ".join(f"{n[:-3]};dur={v:.1f}" for n, v in timing.items()),
+            "Content-Disposition": f'attachment; filename="{_stem(name)}{SUFFIXES_ALL[fmt]}"',
+            "Cache-Control": "no-store",
+        }
+        return Response(body, media_type=MEDIA_TYPES[fmt], headers=headers)
+
+    @app.get("/", include_in_schema=False)
+    async def page() -> FileResponse:
+        return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-store"})
+
+
+async def _read_image(request: Request, settings: Settings) -> tuple[bytes, str]:
+    """The uploaded image's bytes and name (multipart file field or raw body); 413 past the limit, 422 empty."""
+    ctype = request.headers.get("content-type", "").lower()
+    try:
+        if ctype.startswith("multipart/form-data"):
+            async with request.form(max_files=1, max_fields=20) as form:
+                files = [v for v in form.values() if isinstance(v, UploadFile)]
+                if not files:
+                    raise ApiError(422, "multipart body has no file: upload the image as a file field (e.g. 'image')")
+                data, name = await files[0].read(), files[0].filename or "upload"
+        else:
+            data, name = await request.body(), RAW_BODY
+    except BodyTooLarge:
+        raise ApiError(413, f"request body is more than the limit of {settings.max_body_bytes:,} bytes") from None
+    if not data:
+        raise ApiError(422, f"{name}: empty; send an image file as the body or as a multipart upload")
+    return data, name
