@@ -23,7 +23,7 @@ from transferdepth.utils import tune_cpu_allocator
 EXIT_OK, EXIT_SOME_INPUTS_FAILED, EXIT_USAGE, EXIT_BUG, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 
 # name -> one-line help, in `transferdepth --help` order. `transferdepth --help` / `--version` list these
-# without importing any command module (so without torch); tests/test_layering.py checks each module's own
+# without importing any command module (so without torch); tests/cli/test_layering.py checks each module's own
 # help line is the same.
 COMMANDS = {
     "demo": "offline demo: fine-tune MobileNetV2 on procedural rooms, write a report",

@@ -2,7 +2,7 @@
 worker process reuses.
 
 torch's `default_collate` stacks every batch into fresh shared memory. Creating it and faulting its pages
-in costs a worker about as much as decoding a 640x480 NYU sample (benchmarks/data_throughput.py). Here
+in costs a worker about as much as decoding a 640x480 NYU sample (benchmarks/data/data_throughput.py). Here
 each worker keeps a few buffers (`slots`) and stacks a batch into a free one. All of a batch's arrays sit
 in that one buffer.
 

@@ -7,7 +7,7 @@ resolution).
 
 Evaluation STREAMS: each batch is predicted, its images are added to a `metrics.MetricAccumulator` (pooled
 pixel sums for `densedepth`, one row per image for `eigen`) and dropped, so memory does not grow with the
-test set (`benchmarks/eval_memory.py`). `predict_dataset` (all predictions in RAM, for figures) and
+test set (`benchmarks/evaluation/eval_memory.py`). `predict_dataset` (all predictions in RAM, for figures) and
 `evaluate(..., predictions=)` give the same numbers.
 
 Protocols (`transferdepth.evaluation.metrics`): `densedepth` (the dataset's crop, e.g. nyu_test.zip's, inclusive; pooled

@@ -1,6 +1,6 @@
 """One optimizer step as training runs it: forward under AMP, DenseDepth loss, backward, clipping, the NaN guard.
 
-`benchmarks/train_step.py` times this same `TrainStep`.
+`benchmarks/training/train_step.py` times this same `TrainStep`.
 """
 
 from __future__ import annotations
