@@ -53,6 +53,41 @@ def depthnorm_to_depth(dn: Tensor, max_depth: float = MAX_DEPTH_M, min_depth: fl
     return max_depth / dn
 
 
+# What a network's output channel holds. depthnorm: DenseDepth's max_depth / depth; metric: metres; log: ln(metres);
+# disparity: 1 / metres. The one inference path converts each to metres with `output_to_depth`.
+OUTPUT_SPACES = ("depthnorm", "metric", "log", "disparity")
+
+
+def output_to_depth(v: Tensor, space: str, max_depth: float = MAX_DEPTH_M, min_depth: float = MIN_DEPTH_M) -> Tensor:
+    """A network output in `space` -> metres, clamped to [min_depth, max_depth] (differentiable inside it)."""
+    if space == "depthnorm":
+        return depthnorm_to_depth(v, max_depth, min_depth)
+    if space == "metric":
+        d = v
+    elif space == "log":
+        d = torch.exp(torch.clamp(v, math.log(min_depth), math.log(max_depth)))
+    elif space == "disparity":
+        d = 1.0 / torch.clamp(v, 1.0 / max_depth, 1.0 / min_depth)
+    else:
+        raise ValueError(f"output space must be one of {', '.join(OUTPUT_SPACES)}, got {space!r}")
+    return torch.clamp(d, min_depth, max_depth)
+
+
+def depth_to_output(depth_m: Tensor, space: str, max_depth: float = MAX_DEPTH_M, min_depth: float = MIN_DEPTH_M
+                    ) -> Tensor:
+    """Metres -> `space` (the inverse of `output_to_depth` inside the range)."""
+    d = torch.clamp(depth_m, min_depth, max_depth)
+    if space == "depthnorm":
+        return max_depth / d
+    if space == "metric":
+        return d
+    if space == "log":
+        return torch.log(d)
+    if space == "disparity":
+        return 1.0 / d
+    raise ValueError(f"output space must be one of {', '.join(OUTPUT_SPACES)}, got {space!r}")
+
+
 def nyu_intrinsics(height: int, width: int) -> np.ndarray:
     """NYU Kinect 3x3 camera matrix (float64, pixels) for NYU frames resized to height x width.
 

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 import transferdepth.importers.densedepth as dd
-import transferdepth.models.decoder as decoder_mod
+import transferdepth.models.decoders.densedepth as decoder_mod
 from transferdepth.cli import main
 from transferdepth.importers import ModelImportError, import_densedepth, read_densedepth
 from transferdepth.inference.checkpoint import load_checkpoint, model_config, read_config, save_checkpoint

@@ -56,8 +56,8 @@ def _unpadded(model, x):
     with torch.no_grad():
         feats = model.encoder(x)
         bottleneck = F.relu(feats[-1]) if model.bottleneck_relu else feats[-1]
-        skips = {f.stride: t for f, t in zip(model.spec.skips[:-1], feats[:-1])}
-        return model.decoder(skips, bottleneck, tuple(x.shape[-2:]))
+        by_stride = {f.stride: t for f, t in zip(model.spec.skips[:-1], feats[:-1])} | {32: bottleneck}
+        return model.decoder(by_stride, tuple(x.shape[-2:]))
 
 
 def _synthetic(h, w, seed=0):
@@ -127,7 +127,7 @@ def test_padding_keeps_the_prediction_of_aligned_inputs():
     with torch.no_grad():
         full = model(x)
         feats = model.encoder(x)
-        manual = model.decoder(dict(zip([2, 4, 8, 16], feats[:-1])), feats[-1], (64, 64))
+        manual = model.decoder(dict(zip([2, 4, 8, 16, 32], feats)), (64, 64))
     torch.testing.assert_close(full, manual)
 
 

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from transferdepth.models.depthnet import DepthNet
-from transferdepth.recipe import depthnorm_to_depth
+from transferdepth.recipe import output_to_depth
 
 CHANNELS_LAST_DEVICES = ("cpu", "cuda")  # where inference runs the network in channels_last memory
 
@@ -46,8 +46,8 @@ def _metres(model: DepthNet, x: Tensor, amp: torch.dtype | None) -> Tensor:
         x = x.contiguous(memory_format=torch.channels_last)
     ctx = torch.autocast(x.device.type, dtype=amp) if amp is not None else nullcontext()
     with ctx:
-        dn = model(x)
-    return depthnorm_to_depth(dn.float(), model.max_depth, model.min_depth)
+        out = model(x)
+    return output_to_depth(out.float(), getattr(model, "output_space", "depthnorm"), model.max_depth, model.min_depth)
 
 
 @torch.no_grad()

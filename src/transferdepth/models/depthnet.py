@@ -1,4 +1,5 @@
-"""DepthNet = ImageNet encoder + DenseDepth decoder; DepthNorm in training, metres for users."""
+"""DepthNet = ImageNet encoder + a registered decoder (DenseDepth's by default); its output space for training,
+metres for users."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from transferdepth.models.decoder import DenseDepthDecoder
+from transferdepth.models.decoders import build_decoder, get_decoder
 from transferdepth.models.encoders import EncoderSpec
 from transferdepth.recipe import MAX_DEPTH_M, MIN_DEPTH_M, check_depth_range
 
@@ -25,8 +26,21 @@ def pad_amount(n: int | torch.Tensor, multiple: int) -> int | torch.Tensor:
     return target - n
 
 
+def half_resolution(x: torch.Tensor) -> torch.Tensor:
+    """(N,C,H,W) -> (N,C,ceil(H/2),ceil(W/2)): 2x2 means, an odd last row / column replicated first (so it is
+    its own mean). Exports to ONNX with dynamic sizes (Pad + AveragePool)."""
+    h, w = x.shape[-2:]
+    x = F.pad(x, (0, w % 2, 0, h % 2), mode="replicate")
+    return F.avg_pool2d(x, 2)
+
+
 class DepthNet(nn.Module):
-    """forward: (N,3,H,W) normalised RGB -> (N,1,ceil(H/2),ceil(W/2)) DepthNorm (max_depth / depth).
+    """forward: (N,3,H,W) normalised RGB -> (N,1,ceil(H/2),ceil(W/2)) in the model's `output_space` (DepthNorm,
+    max_depth / depth, for the DenseDepth decoder; see `recipe.output_to_depth`).
+
+    decoder: a registered decoder (`models.decoders`); one that outputs at the input's resolution is averaged
+    2x2 to H/2 here (replicate-padded to even sides first), so every decoder trains on the same targets.
+    output_space: None = the decoder's own (depthnorm; metric for bts).
 
     Any size runs as it is: the decoder upsamples to each skip's size (as DenseDepth's PyTorch port), so no
     padding happens for sides >= 32. Padding (replicate, bottom/right, output cropped back) happens only where
@@ -45,7 +59,8 @@ class DepthNet(nn.Module):
     def __init__(self, encoder: nn.Module, spec: EncoderSpec, decoder_width: float = 0.5,
                  min_depth: float = MIN_DEPTH_M, max_depth: float = MAX_DEPTH_M, *, decoder_act_a: bool = True,
                  bottleneck_relu: bool | None = None, decoder_init: str = "torch",
-                 input_norm: str = "imagenet", pad_multiple: int = 1):
+                 input_norm: str = "imagenet", pad_multiple: int = 1, decoder: str = "densedepth",
+                 output_space: str | None = None):
         super().__init__()
         if isinstance(pad_multiple, bool) or not isinstance(pad_multiple, int) or pad_multiple < 1:
             raise ValueError(f"pad_multiple must be an integer >= 1, got {pad_multiple!r}")
@@ -60,11 +75,15 @@ class DepthNet(nn.Module):
         if input_norm not in ("imagenet", "none"):
             raise ValueError(f"input_norm must be 'imagenet' or 'none', got {input_norm!r}")
         self.input_norm = input_norm
-        by_stride = {f.stride: f.channels for f in spec.skips[:-1]}
-        self._skip_strides = [f.stride for f in spec.skips[:-1]]
-        self.decoder = DenseDepthDecoder(
-            tuple(by_stride.get(s, 0) for s in (2, 4, 8, 16)), spec.skips[-1].channels, decoder_width,
-            act_a=self.decoder_act_a, init=decoder_init)
+        dspec = get_decoder(decoder)
+        self.decoder_name = dspec.name
+        self.output_space = output_space or dspec.output_space
+        self.output_stride = dspec.output_stride
+        self._strides = [f.stride for f in spec.skips]
+        options = {"act_a": self.decoder_act_a, "init": decoder_init} if decoder == "densedepth" else {}
+        self.decoder = build_decoder(decoder, spec.name, {f.stride: f.channels for f in spec.skips},
+                                     width=decoder_width, max_depth=self.max_depth,
+                                     output_space=self.output_space, **options)
         # the normalisation `normalize` applies: the encoder's ImageNet mean/std, or none (DenseDepth's RGB/255)
         self.norm_mean, self.norm_std = ((tuple(spec.mean), tuple(spec.std)) if input_norm == "imagenet"
                                          else ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0)))
@@ -78,11 +97,12 @@ class DepthNet(nn.Module):
         padded = torch.jit.is_tracing() or bool(ph or pw)
         if padded:
             x = F.pad(x, (0, pw, 0, ph), mode="replicate")
-        feats = self.encoder(x)
+        feats = dict(zip(self._strides, self.encoder(x)))
         if self.bottleneck_relu:
-            feats = [*feats[:-1], F.relu(feats[-1])]
-        skips = dict(zip(self._skip_strides, feats[:-1]))
-        out = self.decoder(skips, feats[-1], x.shape[-2:])
+            feats[32] = F.relu(feats[32])
+        out = self.decoder(feats, x.shape[-2:])
+        if self.output_stride == 1:
+            out = half_resolution(out)
         if padded:
             out = out[..., : (h + 1) // 2, : (w + 1) // 2]
         return out

@@ -17,7 +17,7 @@ def build_model(encoder: str, decoder_width: float = 0.5,
                 pretrained: bool | str | os.PathLike = True, *, min_depth: float = MIN_DEPTH_M,
                 max_depth: float = MAX_DEPTH_M, decoder_act_a: bool = True, bottleneck_relu: bool | None = None,
                 decoder_init: str = "torch", bn_momentum: float | None = None,
-                input_norm: str = "imagenet") -> DepthNet:
+                input_norm: str = "imagenet", decoder: str = "densedepth", output_space: str | None = None) -> DepthNet:
     """A DenseDepth network: (N,3,H,W) normalised RGB -> (N,1,H/2,W/2) DepthNorm.
 
     pretrained: True = ImageNet weights from the cache / hub / registry mirror (see `transferdepth.weights`),
@@ -30,4 +30,5 @@ def build_model(encoder: str, decoder_width: float = 0.5,
         state, _ = load_imagenet_state(encoder, path)
     return create_model(encoder, decoder_width, encoder_state=state, min_depth=min_depth, max_depth=max_depth,
                         decoder_act_a=decoder_act_a, bottleneck_relu=bottleneck_relu,
-                        decoder_init=decoder_init, bn_momentum=bn_momentum, input_norm=input_norm)
+                        decoder_init=decoder_init, bn_momentum=bn_momentum, input_norm=input_norm,
+                        decoder=decoder, output_space=output_space)

@@ -1,10 +1,16 @@
-"""The DenseDepth decoder: 1x1 conv on the bottleneck, four up-blocks with skips, a 3x3 conv to depth."""
+"""The DenseDepth decoder: 1x1 conv on the bottleneck, four up-blocks with skips, a 3x3 conv to depth.
+
+Reference: ialhashim/DenseDepth `model.py` (Keras) and `PyTorch/model.py`; every difference and the key that
+switches it is in docs/faithfulness.md. Output: DepthNorm at H/2.
+"""
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from transferdepth.models.decoders.registry import DecoderSpec, register_decoder
 
 
 class UpBlock(nn.Module):
@@ -61,13 +67,25 @@ class DenseDepthDecoder(nn.Module):
                     nn.init.xavier_uniform_(m.weight)
                     nn.init.zeros_(m.bias)
 
-    def forward(self, skips: dict[int, torch.Tensor], bottleneck: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-        """skips: stride -> feature map (strides 2..16, any may be absent); size: (H, W) of the input."""
+    def forward(self, feats: dict[int, torch.Tensor], size: tuple[int, int]) -> torch.Tensor:
+        """feats: stride -> feature map (32 always; 2..16 may be absent); size: (H, W) of the input."""
         h, w = size
-        x = self.conv2(bottleneck)
+        skips = feats
+        x = self.conv2(feats[32])
         for block, stride in ((self.up1, 16), (self.up2, 8), (self.up3, 4), (self.up4, 2)):
             skip = skips.get(stride)
             # no skip at this stride: ceil, as a padded stride-2 conv gives (so the output is ceil(H/2) x ceil(W/2))
             target = skip.shape[-2:] if skip is not None else ((h + stride - 1) // stride, (w + stride - 1) // stride)
             x = block(x, skip, target)
         return self.conv3(x)
+
+
+def _build(channels: dict[int, int], *, width: float, max_depth: float, act_a: bool = True,
+           init: str = "torch") -> DenseDepthDecoder:
+    return DenseDepthDecoder(tuple(channels.get(s, 0) for s in (2, 4, 8, 16)), channels[32], width, act_a, init)
+
+
+register_decoder(DecoderSpec(
+    "densedepth", _build, needs=frozenset({32}), uses=frozenset({2, 4, 8, 16, 32}), output_space="depthnorm",
+    output_stride=2, reference="ialhashim/DenseDepth model.py, PyTorch/model.py (commits in docs/faithfulness.md)",
+))
