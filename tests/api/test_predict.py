@@ -225,7 +225,7 @@ def test_checkpoint_of_another_architecture_is_a_usage_error(ckpt, tmp_path, cap
     (["--range", "5,1"], "--range: need 0 <= MIN < MAX metres, got 5,1"),
     (["--intrinsics", "500,500,320"], "--intrinsics expects 4 comma-separated numbers, got '500,500,320'"),
     (["--cmap", "rainbowz"], "--cmap: unknown matplotlib colormap 'rainbowz'"),
-    (["--stride", "0"], "--stride must be at least 1, got 0"),
+    (["--stride", "0"], "--stride must be an integer in [1, 65536] pixels, got 0"),
 ])
 def test_bad_options_are_usage_errors(ckpt, tmp_path, capsys, option, message):
     img = save(tmp_path / "a.png", rgb_image(16, 16))

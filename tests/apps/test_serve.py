@@ -421,7 +421,7 @@ def test_cli_serve_binds_localhost_and_warns_elsewhere(monkeypatch, capsys, chec
 
 def test_cli_serve_bad_arguments_are_one_line(monkeypatch, capsys, tmp_path, checkpoint):
     for argv, words in ((["--checkpoint", str(tmp_path / "nope")], "no such file or folder"),
-                        (["--checkpoint", str(checkpoint), "--queue-size", "0"], "--queue-size must be positive"),
+                        (["--checkpoint", str(checkpoint), "--queue-size", "0"], "--queue-size: expected 1 to 10,000"),
                         (["--checkpoint", str(checkpoint), "--device", "tpu"], "--device")):
         seen = _run_cli(monkeypatch, ["serve", *argv])
         err = capsys.readouterr().err

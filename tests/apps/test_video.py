@@ -160,7 +160,7 @@ def test_bad_inputs_one_line_each_and_the_batch_goes_on(ckpt, tmp_path, capsys):
     (tmp_path / "out" / "blocked.depth.mp4").mkdir(parents=True)  # the output path is a folder: unwritable
     files = [good, junk, audio_only, empty, truncated, blocked]
     rc = main(["predict", *map(str, files), "--checkpoint", str(ckpt), "--out", str(tmp_path / "out"),
-               "--device", "cpu", "--no-flip"])
+               "--device", "cpu", "--no-flip", "--overwrite"])  # --overwrite: else the folder is refused up front
     err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("transferdepth: error:")]
     assert rc == 1
     assert (tmp_path / "out" / "good.depth.mp4").is_file() and (tmp_path / "out" / "good.depth.npz").is_file()

@@ -115,7 +115,12 @@ def test_predict_output_name_that_is_a_folder_names_the_output(ckpt, photo, tmp_
     (out / "room_depth_mm.png").mkdir(parents=True)
     other = photo.with_name("other.png")
     other.write_bytes(photo.read_bytes())
-    rc = main(["predict", str(photo), str(other), "--checkpoint", str(ckpt), "--out", str(out)])
+    # without --overwrite the taken name is refused before any work (exit 2, one line); with it, that input
+    # fails alone when its output cannot replace the folder
+    assert main(["predict", str(photo), str(other), "--checkpoint", str(ckpt), "--out", str(out)]) == 2
+    assert not (out / "other_depth_mm.png").exists()
+    capsys.readouterr()
+    rc = main(["predict", str(photo), str(other), "--checkpoint", str(ckpt), "--out", str(out), "--overwrite"])
     captured = capsys.readouterr()
     assert rc == 1 and (out / "other_depth_mm.png").is_file()
     lines = [ln for ln in captured.err.splitlines() if "room" in ln]
@@ -171,7 +176,7 @@ def test_exit_codes_2_for_usage_1_only_for_failed_inputs(ckpt, photo, tmp_path, 
     # an input that is not an image: that input failed -> 1
     bad = photo.with_name("bad.png")
     bad.write_bytes(b"not a png")
-    assert main(["predict", str(photo), str(bad), "--checkpoint", str(ckpt), "--out", out]) == 1
+    assert main(["predict", str(photo), str(bad), "--checkpoint", str(ckpt), "--out", out, "--overwrite"]) == 1
     capsys.readouterr()
     # a checkpoint that does not exist: usage / input error -> 2, one line
     rc = main(["predict", str(photo), "--checkpoint", str(tmp_path / "none"), "--out", out])
@@ -194,3 +199,60 @@ def test_a_bug_is_not_reported_as_a_usage_error(monkeypatch, ckpt, photo, tmp_pa
     err = capsys.readouterr().err
     assert rc == 3 and "Traceback (most recent call last)" in err and "KeyError: 'internal'" in err
     assert err.strip().splitlines()[-1].startswith("transferdepth: internal error (KeyError)")
+
+
+# --- numeric flags: a documented range, checked before any work, the flag named --------------------------
+
+COMPARE = ["compare", "--encoders", "mobilenetv2", "--test-data", "procedural:n=2&seed=0&height=64&width=64"]
+TRAIN = ["train", "--train-data", "procedural:n=2&seed=0&height=64&width=64"]
+PREDICT = ["predict", "missing.jpg", "--checkpoint", "no-such-checkpoint"]  # refused before either is looked at
+# (command line without --out, fragment of the one error line)
+NUMERIC_FLAGS = [
+    ([*COMPARE, "--seeds", "100000000000000000000000"], "--seeds: seeds must be distinct integers in [0, 4294967295]"),
+    ([*COMPARE, "--seeds", "1e23"], "--seeds: seeds must be integers >= 0"),
+    ([*COMPARE, "--seeds", "-1"], "--seeds: seeds must be distinct integers in [0, 4294967295]"),
+    ([*COMPARE, "--eval-limit", "0"], "--eval-limit must be an integer >= 1 images, got 0"),
+    ([*COMPARE, "--seed", "1e23"], "seed must be in [0, 4294967295]"),
+    ([*TRAIN, "--seed", "1e23"], "seed must be in [0, 4294967295]"),
+    ([*TRAIN, "--seed", "4294967296"], "seed must be in [0, 4294967295]"),
+    ([*TRAIN, "--height", "100000"], "height and width must be >= 32 and <= 8192 pixels"),
+    ([*TRAIN, "--decoder-width", "20"], "decoder_width must be in (0, 2]"),
+    ([*TRAIN, "--batch-size", "100000"], "batch_size must be in [1, 4096]"),
+    ([*TRAIN, "--lr", "nan"], "lr must be a finite number"),
+    ([*PREDICT, "--batch-size", "100000000"], "--batch-size must be an integer in [1, 4096] images"),
+    ([*PREDICT, "--stride", "1000000000000000000000"], "--stride must be an integer in [1, 65536] pixels"),
+    ([*PREDICT, "--stride", "0"], "--stride must be an integer in [1, 65536] pixels"),
+    ([*PREDICT, "--max-side", "100000000"], "--max-side must be an integer in [0, 16384] pixels"),
+    ([*PREDICT, "--max-pixels", "0"], "--max-pixels must be an integer in [1, 1e+09] pixels"),
+    ([*PREDICT, "--input-size", "100000x100000"], "--input-size must have sides of at most 8192 pixels"),
+    ([*PREDICT, "--input-size", "8000x8000"], "at most 40,000,000 pixels in all"),
+]
+
+
+@pytest.mark.parametrize("argv,message", NUMERIC_FLAGS, ids=[" ".join(a[:1] + a[-2:]) for a, _ in NUMERIC_FLAGS])
+def test_numeric_flag_out_of_range_is_refused_before_any_work(argv, message, tmp_path, capsys):
+    out = tmp_path / "out"
+    rc = main([*argv, "--out", str(out)])
+    assert message in one_line_error(capsys, rc)
+    assert not out.exists()  # nothing created
+
+
+# --- output folders: never mixed with someone else's files ------------------------------------------------
+
+# (command line without --out, what the refused folder holds, fragment of the one error line)
+OUTPUT_FOLDERS = [
+    ([*COMPARE], "thesis.tex", "is not empty and is not a study folder (comparison.md, run folders) (it holds "
+                               "thesis.tex)"),
+    (["demo", "--steps", "1"], "thesis.tex", "is not empty and is not a demo folder (report.html, run/)"),
+    ([*TRAIN], "thesis.tex", "is not empty and holds no training run (thesis.tex)"),
+]
+
+
+@pytest.mark.parametrize("argv,holds,message", OUTPUT_FOLDERS, ids=[a[0] for a, _, _ in OUTPUT_FOLDERS])
+def test_out_folder_of_other_files_is_refused_and_left_alone(argv, holds, message, tmp_path, capsys):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / holds).write_text("mine")
+    rc = main([*argv, "--out", str(out)])
+    assert message in one_line_error(capsys, rc)
+    assert [p.name for p in out.iterdir()] == [holds] and (out / holds).read_text() == "mine"

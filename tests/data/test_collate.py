@@ -153,3 +153,69 @@ def test_bad_batch_in_a_worker_is_one_clear_error():
 def test_bad_settings(kwargs, match):
     with pytest.raises(ValueError, match=match):
         SharedCollate(**kwargs)
+
+
+def test_arrays_whose_sizes_are_not_multiples_of_64_bytes():
+    """5x7 samples: 105-byte rgb, 140-byte depth, 35-byte mask per sample. Each key starts on its own 64-byte
+    boundary after the previous one's end (rounded up, never down into it), in the main process and in a worker."""
+    items = [sample(i, h=5, w=7) for i in range(3)]
+    want = {k: np.stack([it[k] for it in items]) for k in KEYS}
+    batch = stack(items, KEYS)
+    base = batch["rgb"].untyped_storage().data_ptr()
+    ends = []
+    for k in KEYS:
+        np.testing.assert_array_equal(batch[k].numpy(), want[k], err_msg=k)
+        start = batch[k].data_ptr() - base
+        assert start % 64 == 0 and all(start >= e for e in ends), (k, start, ends)
+        ends.append(start + batch[k].numel() * batch[k].element_size())
+
+    class Small(Samples):
+        def __getitem__(self, i):
+            return sample(i, h=5, w=7)
+
+    for b, got in enumerate(DataLoader(Small(6), batch_size=3, num_workers=1, collate_fn=make())):
+        items = [sample(i, h=5, w=7) for i in range(3 * b, 3 * b + 3)]
+        for k in KEYS:
+            np.testing.assert_array_equal(got[k].numpy(), np.stack([it[k] for it in items]), err_msg=k)
+
+
+def test_a_later_larger_batch_in_a_reused_slot():
+    """Batches grow (8x8, 16x16, ... per batch): a slot freed by a small batch must grow for the next one."""
+    class Growing(Samples):
+        def __getitem__(self, i):
+            return sample(i, h=8 * (1 + i // 4), w=8 * (1 + i // 4))
+
+    collate = make()
+    for b, batch in enumerate(DataLoader(Growing(4 * 12), batch_size=4, num_workers=1, collate_fn=collate)):
+        side = 8 * (1 + b)
+        items = [sample(i, h=side, w=side) for i in range(4 * b, 4 * b + 4)]
+        for k in KEYS:
+            np.testing.assert_array_equal(batch[k].numpy(), np.stack([it[k] for it in items]), err_msg=(b, k))
+        assert batch["rgb"].untyped_storage().nbytes() >= sum(batch[k].numel() * batch[k].element_size() for k in KEYS)
+
+
+def test_buffers_are_reused_after_more_worker_generations_than_slots():
+    """Every epoch starts new worker processes (a generation). Each claims a row whose owner has exited and
+    starts with all its slots free: after more generations than slots (and rows), batches still go into
+    reused buffers instead of fresh shared memory each."""
+    collate = SharedCollate(KEYS, {"name": None, "skipped": ""}, slots=4, max_workers=2)
+    for _ in range(6):
+        inodes = {_shm_inode(batch["rgb"]) for batch in loader(4 * 40, 2, collate)}
+    assert len(inodes) <= 2 * collate.slots + 4, f"{len(inodes)} buffers for 40 batches in the 6th epoch"
+
+
+def test_a_batch_kept_across_an_epoch_then_dropped_while_the_next_epochs_are_held():
+    """The last batch of epoch 1 is kept; in epoch 2 every batch is kept too, and the epoch-1 batch is dropped
+    halfway. Its slot now holds an epoch-2 batch (another token): that batch must not be overwritten."""
+    collate = make()
+    old = None
+    for b, batch in enumerate(loader(4 * 10, 2, collate)):
+        old = (b, batch)
+    kept = []
+    for b, batch in enumerate(loader(4 * 30, 2, collate)):
+        kept.append((b, batch))
+        if b == 12:
+            assert_batch(old[1], list(range(4 * old[0], 4 * old[0] + 4)))
+            old = None  # dropped while the epoch-2 batches are held
+    for b, batch in kept:
+        assert_batch(batch, list(range(4 * b, 4 * b + 4)))

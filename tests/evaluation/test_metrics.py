@@ -217,3 +217,19 @@ def test_accumulator_one_image_at_a_time_equals_all_at_once_and_hand_pooling():
     assert dd["silog"] == pytest.approx(100 * np.std(np.log(p) - np.log(g)), rel=1e-9)
     assert dd["n_images"] == 5
     assert tuple(k for k in dd if k in METRIC_KEYS) == METRIC_KEYS
+
+
+def test_kitti_garg_crop_truncates_like_bts_on_a_374_row_map():
+    """BTS / AdaBins: rows int(0.40810811 H):int(0.99189189 H). At H = 374 the top is 152.63: int() gives row 152
+    (rounding would give 153); a pixel error on row 152 is inside the crop, one on row 151 is not."""
+    from transferdepth.evaluation.metrics import depth_metrics, garg_crop
+
+    h, w = 374, 1241
+    assert garg_crop(h, w) == (int(0.40810811 * h), int(0.99189189 * h) - 1,
+                               int(0.03594771 * w), int(0.96405229 * w) - 1) == (152, 369, 44, 1195)
+    gt = np.full((h, w), 10.0)
+    for row, inside in ((152, True), (151, False), (369, True), (370, False)):
+        pred = gt.copy()
+        pred[row, 600] = 20.0
+        m = depth_metrics(pred, gt, "kitti")
+        assert (m["abs_rel"] > 0) == inside, row

@@ -12,6 +12,7 @@ from PIL import Image
 from transferdepth.cli import main
 from transferdepth.geometry import camera
 from transferdepth.geometry.camera import IntrinsicsError, IntrinsicsSpec, parse_spec, resolve
+from transferdepth.geometry.points import depth_to_points
 from transferdepth.inference.checkpoint import save_checkpoint
 
 EXIF_IFD, ORIENTATION = 0x8769, 0x0112
@@ -79,13 +80,30 @@ def test_no_exif(tmp_path):
 
 @pytest.mark.parametrize("text, message", [
     ("fov:0", "fov:DEG needs 0 < DEG < 180"), ("fov:abc", "fov:DEG needs"),
-    ("1,2,3", "expects 4 comma-separated numbers"), ("-1,2,3,4", "fx and fy must be positive"),
+    ("1,2,3", "expects 4 comma-separated numbers"), ("-1,2,3,4", "fx and fy must be 1 to 1,000,000 pixels"),
     ("kinect", "expects 4 comma-separated numbers"),
+    # bounded so back-projection can never give +-inf points (a PLY of inf from 1e-300,1e-300,0,0)
+    ("1e-300,1e-300,0,0", "fx and fy must be 1 to 1,000,000 pixels, got 1e-300"),
+    ("0.5,100,0,0", "fx and fy must be 1 to"), ("100,2e6,0,0", "fx and fy must be 1 to"),
+    ("nan,100,0,0", "fx and fy"), ("inf,100,0,0", "fx and fy"),
+    ("100,100,1e300,0", "cx and cy must be within"), ("100,100,0,-inf", "cx and cy"), ("100,100,nan,0", "cx and cy"),
 ])
 def test_bad_specs(text, message):
     with pytest.raises(IntrinsicsError, match=message):
         parse_spec(text)
+    with pytest.raises(IntrinsicsError, match=message.replace("expects 4 comma-separated numbers", "expects 4")):
+        resolve(text, 64, 48)  # the same rule wherever the text is read
     assert parse_spec("FOV:60") == IntrinsicsSpec("fov", fov_deg=60.0)
+
+
+def test_explicit_bounds_keep_every_point_finite():
+    """The extremes still allowed (fx = 1 px, the centre 1e6 px away) at a depth of 1000 m give finite
+    float32 points; a tuple given to `resolve` (the API's OutputOptions) obeys the same bounds."""
+    k = resolve("1,1,-1000000,1000000", 640, 480)
+    xyz, _ = depth_to_points(np.full((480, 640), 1000.0), np.zeros((480, 640, 3), np.uint8), k.as_tuple())
+    assert np.isfinite(xyz).all() and np.abs(xyz).max() > 1e9
+    with pytest.raises(IntrinsicsError, match="fx and fy must be 1 to"):
+        resolve((1e-300, 1e-300, 0.0, 0.0), 64, 48)
 
 
 @pytest.fixture(scope="module")
@@ -135,3 +153,32 @@ def test_heic_photo_with_exif(ckpt, tmp_path):
                  "--device", "cpu", "--no-flip"]) == 0  # found in the folder by its extension
     f = 26 * 50 / math.hypot(36, 24)
     assert f"intrinsics fx fy cx cy {f:.4f} {f:.4f} 19.5000 14.5000 (exif: 26 mm" in _ply_header(out / "IMG_0001.ply")
+
+
+def test_rotated_photo_focal_plane_focal_uses_the_long_sides(tmp_path):
+    """Stored landscape 200x150 with EXIF orientation 6 (a portrait photo): the depth map is 150x200. The
+    focal-plane focal is scaled by long side over long side (200 / 400), not by width over PixelXDimension."""
+    tags = {0x920A: 4.25, 0xA20E: 1000.0, 0xA210: 3, 0xA002: 400, 0xA003: 300}  # 100 px/mm on the sensor
+    path = jpeg(tmp_path / "portrait.jpg", 150, 200, tags, orientation=6)
+    k = resolve("auto", 150, 200, path)
+    assert k.fx == k.fy == pytest.approx(4.25 * 100 * 200 / 400)
+    assert (k.cx, k.cy) == (74.5, 99.5)
+
+
+def test_focal_plane_resolution_without_a_unit_tag_is_in_inches(tmp_path):
+    """EXIF's FocalPlaneResolutionUnit defaults to 2 (inches) when absent: 2540 px/inch = 100 px/mm."""
+    tags = {0x920A: 4.25, 0xA20E: 2540.0, 0xA002: 100, 0xA003: 75}
+    k = resolve("auto", 100, 75, jpeg(tmp_path / "a.jpg", 75, 100, tags))
+    assert k.fx == k.fy == pytest.approx(4.25 * 100)
+
+
+def test_35mm_focal_of_zero_means_unknown(tmp_path):
+    """FocalLengthIn35mmFilm = 0 is EXIF's "unknown": never fx = 0. Without another focal the default lens is
+    used (auto) or the photo fails (exif); with a focal length and focal-plane resolution, those are used."""
+    unknown = jpeg(tmp_path / "u.jpg", 48, 64, {0xA405: 0})
+    k = resolve("auto", 64, 48, unknown)
+    assert k.fx == pytest.approx(camera.DEFAULT_FOCAL_35MM * 80 / math.hypot(36, 24)) and k.source.startswith("default")
+    with pytest.raises(IntrinsicsError, match="no EXIF focal length"):
+        resolve("exif", 64, 48, unknown)
+    both = jpeg(tmp_path / "b.jpg", 48, 64, {0xA405: 0, 0x920A: 4.0, 0xA20E: 10.0, 0xA210: 4})
+    assert resolve("exif", 64, 48, both).fx == pytest.approx(40.0)

@@ -85,3 +85,28 @@ def test_layouts_and_options():
         StereoOptions(layout="vr")
     with pytest.raises(ValueError, match="--baseline"):
         StereoOptions(baseline_m=0.0)
+
+
+def test_default_convergence_is_the_median_depth_not_the_mean():
+    """A scene mostly at 1 m with a far wall at 20 m in one corner: the median (1 m) and the mean (about 3.9 m)
+    differ by many pixels of parallax; the default puts the median plane on the screen (zero parallax)."""
+    from transferdepth.geometry.stereo import convergence_for
+
+    rgb, _ = scene()
+    depth = np.full((H, W), 1.0)
+    depth[:, :30] = 20.0  # 15% of the pixels
+    assert convergence_for(depth, None) == 1.0
+    assert convergence_for(np.where(depth > 10, np.nan, depth), None) == 1.0  # non-finite pixels ignored
+    left, right, lh, rh = render_stereo(rgb, depth, FX, B, convergence_for(depth, None))
+    img = stereo_image(rgb, depth, FX, StereoOptions())
+    np.testing.assert_array_equal(img, compose(left, right, "sbs"))
+    # at 1 m the two views coincide (zero parallax): columns away from the wall's edge are unshifted
+    np.testing.assert_array_equal(img[:, 60:W], img[:, W + 60:])
+    np.testing.assert_array_equal(source_column(img[:, 60:W]), np.broadcast_to(np.arange(60, W), (H, W - 60)))
+
+
+@pytest.mark.parametrize("value", [0.0, -1.0, float("nan")])
+def test_convergence_must_be_a_positive_distance(value):
+    with pytest.raises(ValueError, match="--convergence: need a positive distance in metres"):
+        StereoOptions(convergence_m=value)
+    assert StereoOptions(convergence_m=math.inf).convergence_m == math.inf

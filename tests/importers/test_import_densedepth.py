@@ -57,7 +57,7 @@ def _one_torch_thread():
 
 
 def write_keras_h5(path: Path, model, act_a: bool, bottleneck_relu: bool = True, extra_layers=(),
-                   drop=(), model_config_attr: bool = True) -> Path:
+                   drop=(), model_config_attr: bool = True, insert: tuple[str, str] | None = None) -> Path:
     """Write `model` (a densenet169 DepthNet) as Keras 2's model.save() would lay out a DenseDepth model."""
     layers: dict[str, dict[str, np.ndarray]] = {}
     mods = dict(model.named_modules())
@@ -82,7 +82,7 @@ def write_keras_h5(path: Path, model, act_a: bool, bottleneck_relu: bool = True,
         f.attrs["keras_version"] = b"2.2.4"
         f.attrs["backend"] = b"tensorflow"
         if model_config_attr:
-            f.attrs["model_config"] = json.dumps(_graph(act_a, bottleneck_relu)).encode()
+            f.attrs["model_config"] = json.dumps(_graph(act_a, bottleneck_relu, insert)).encode()
         mw = f.create_group("model_weights")
         mw.attrs["layer_names"] = [n.encode() for n in layers]
         for name, vars_ in layers.items():
@@ -93,28 +93,51 @@ def write_keras_h5(path: Path, model, act_a: bool, bottleneck_relu: bool = True,
     return path
 
 
-def _graph(act_a: bool, bottleneck_relu: bool) -> dict:
-    """DenseDepth's decoder in Keras 2.2's model_config JSON (the encoder's layers are irrelevant here)."""
-    layers = [{"name": "bn", "class_name": "BatchNormalization", "config": {"name": "bn"}, "inbound_nodes": []},
-              {"name": "relu", "class_name": "Activation", "config": {"name": "relu", "activation": "relu"},
-               "inbound_nodes": [[["bn", 0, 0, {}]]]}]
-    n = 0
+def _graph(act_a: bool, bottleneck_relu: bool, insert: tuple[str, str] | None = None) -> dict:
+    """DenseDepth's whole graph in Keras 2.2's model_config JSON, as keras_applications' densenet.py and
+    DenseDepth's model.py build it (Keras numbers the unnamed layers: input_1, zero_padding2d_1, leaky_re_lu_1).
+    insert=(after, class): one extra layer `extra_1` of that class between `after` and its consumers."""
+    layers: list[dict] = []
+    auto: dict[str, int] = {}
 
     def add(name, cls, src, **cfg):
+        if name is None:  # Keras 2 names an unnamed layer <class in snake case>_<n>
+            base = {"LeakyReLU": "leaky_re_lu", "ZeroPadding2D": "zero_padding2d", "InputLayer": "input"}[cls]
+            auto[base] = auto.get(base, 0) + 1
+            name = f"{base}_{auto[base]}"
         layers.append({"name": name, "class_name": cls, "config": {"name": name, **cfg},
-                       "inbound_nodes": [[[s, 0, 0, {}] for s in src]]})
+                       "inbound_nodes": [[[s, 0, 0, {}] for s in src]] if src else []})
+        if insert is not None and name == insert[0]:
+            layers.append({"name": "extra_1", "class_name": insert[1], "config": {"name": "extra_1"},
+                           "inbound_nodes": [[[name, 0, 0, {}]]]})
+            return "extra_1"
         return name
 
-    prev = add("conv2", "Conv2D", ["relu" if bottleneck_relu else "bn"], activation="linear")
+    x = add(None, "ZeroPadding2D", [add(None, "InputLayer", [])])
+    x = add("conv1/relu", "Activation", [add("conv1/bn", "BatchNormalization", [add("conv1/conv", "Conv2D", [x])])],
+            activation="relu")
+    x = add("pool1", "MaxPooling2D", [add(None, "ZeroPadding2D", [x])])
+    for b, blocks in zip((2, 3, 4, 5), (6, 12, 32, 32)):  # DenseNet-169
+        for i in range(1, blocks + 1):
+            p = f"conv{b}_block{i}"
+            y = add(f"{p}_0_relu", "Activation", [add(f"{p}_0_bn", "BatchNormalization", [x])], activation="relu")
+            y = add(f"{p}_1_conv", "Conv2D", [y])
+            y = add(f"{p}_1_relu", "Activation", [add(f"{p}_1_bn", "BatchNormalization", [y])], activation="relu")
+            x = add(f"{p}_concat", "Concatenate", [x, add(f"{p}_2_conv", "Conv2D", [y])])
+        if b < 5:
+            y = add(f"pool{b}_relu", "Activation", [add(f"pool{b}_bn", "BatchNormalization", [x])], activation="relu")
+            x = add(f"pool{b}_pool", "AveragePooling2D", [add(f"pool{b}_conv", "Conv2D", [y])])
+    x = add("bn", "BatchNormalization", [x])
+    if bottleneck_relu:
+        x = add("relu", "Activation", [x], activation="relu")
+    prev = add("conv2", "Conv2D", [x], activation="linear")
     for i, skip in enumerate(dd.SKIPS.values(), 1):
         up = add(f"up{i}_upsampling2d", "BilinearUpSampling2D", [prev], size=[2, 2])
         x = add(f"up{i}_convA", "Conv2D", [add(f"up{i}_concat", "Concatenate", [up, skip])], activation="linear")
         if act_a:
-            n += 1
-            x = add(f"leaky_re_lu_{n}", "LeakyReLU", [x], alpha=0.2)
+            x = add(None, "LeakyReLU", [x], alpha=0.2)
         x = add(f"up{i}_convB", "Conv2D", [x], activation="linear")
-        n += 1
-        prev = add(f"leaky_re_lu_{n}", "LeakyReLU", [x], alpha=0.2)
+        prev = add(None, "LeakyReLU", [x], alpha=0.2)
     add("conv3", "Conv2D", [prev], activation="linear")
     return {"class_name": "Model", "config": {"name": "model_1", "layers": layers}}
 

@@ -37,7 +37,7 @@ def test_recipe_then_yaml_then_flags(tmp_path):
 
 def test_architecture_keys():
     assert set(ARCHITECTURE_KEYS) == {"encoder", "decoder_width", "min_depth", "max_depth", "decoder_act_a",
-                                      "bottleneck_relu", "input_norm"}
+                                      "bottleneck_relu", "input_norm", "decoder", "output_space"}
 
 
 def test_optional_keys_take_none():

@@ -4,11 +4,16 @@ Keras file imported as a KITTI model (0.1-80 m) and trained 2 steps on procedura
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
-from test_import_densedepth import write_keras_h5
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "importers"))  # the Keras file writer's home
+from test_import_densedepth import write_keras_h5  # noqa: E402
 
 from transferdepth.cli import main
 from transferdepth.importers import import_densedepth

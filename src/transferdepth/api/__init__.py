@@ -3,6 +3,8 @@ prediction of files to depth outputs (`predict.predict_files`, what `transferdep
 
     estimator.py  DepthEstimator (torch) and OnnxDepthEstimator (an engine from `deploy/`)
     predict.py    find inputs, write each image's outputs (PNG16 mm, npy m, colour, PLY, stereo), summary
+    hub.py        share a checkpoint on the Hugging Face Hub: its model card (from its metadata), the upload
 
-May import: deploy, inference, geometry, models, and the root conventions (recipe, utils).
+May import: deploy, evaluation (the card's metric table), inference, geometry, models, and the root
+conventions (recipe, utils).
 """

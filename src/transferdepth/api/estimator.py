@@ -1,6 +1,6 @@
 """`DepthEstimator`: a trained network behind one call, image in, depth in metres out.
 
-    est = DepthEstimator.from_pretrained("runs/nyu/best")     # a checkpoint directory
+    est = DepthEstimator.from_pretrained("runs/nyu/best")     # a checkpoint directory (or "org/name": the Hub)
     depth = est.predict("room.jpg")                            # HxW float32 metres, the image's own size
     est = DepthEstimator.from_onnx("model.onnx")               # the same, on onnxruntime (an export)
 
@@ -22,8 +22,9 @@ import torch
 from PIL import Image
 
 from transferdepth.deploy.onnx_engine import OnnxRunner
-from transferdepth.inference.checkpoint import load_checkpoint, save_checkpoint
+from transferdepth.inference.checkpoint import CheckpointError, load_checkpoint, read_config, save_checkpoint
 from transferdepth.inference.core import CHANNELS_LAST_DEVICES, infer, rgb_to_tensor
+from transferdepth.inference.hub import HubError, resolve_checkpoint
 from transferdepth.inference.imageio import (  # noqa: F401  (ImageError, load_image: public here too)
     DEFAULT_MAX_PIXELS,
     ImageError,
@@ -91,9 +92,18 @@ class DepthEstimator:
 
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike, device: str | torch.device | None = None,
-                        **kwargs: Any) -> DepthEstimator:
-        """Load a checkpoint directory (or its model.safetensors); raises CheckpointError if unusable."""
-        return cls(load_checkpoint(path), device=device, **kwargs)
+                        revision: str | None = None, **kwargs: Any) -> DepthEstimator:
+        """Load a checkpoint directory (or its model.safetensors), or a Hugging Face Hub model by name,
+        "org/name" or "org/name@rev" (`revision`: a branch, tag or commit; needs `transferdepth[hub]`; the
+        Hub's cache, offline with HF_HUB_OFFLINE=1). A local folder of that name wins. Raises CheckpointError
+        (one line) if unusable."""
+        try:
+            folder = resolve_checkpoint(path, revision)
+        except HubError as e:
+            raise CheckpointError(str(e)) from None
+        est = cls(load_checkpoint(folder), device=device, **kwargs)
+        est.source = str(folder)
+        return est
 
     @classmethod
     def from_onnx(cls, path: str | os.PathLike, flip: bool | None = None, threads: int | None = None,
@@ -108,6 +118,23 @@ class DepthEstimator:
     def save_pretrained(self, directory: str | os.PathLike, meta: dict[str, Any] | None = None) -> Path:
         """Write `model.safetensors` + `config.json` into `directory`; `from_pretrained` reads it back."""
         return save_checkpoint(self.model, directory, meta)
+
+    def push_to_hub(self, repo_id: str, *, private: bool = False, token: str | None = None,
+                    license: str | None = None, commit_message: str | None = None) -> str:
+        """Upload this model to the Hugging Face Hub model repo `repo_id` ("org/name"; created if missing)
+        with a model card written from its metadata; returns the repo's URL. The metadata (training config,
+        import provenance) is that of the checkpoint it was loaded from; a model built in Python has none.
+        Needs `transferdepth[hub]` and a token (`hf auth login` or HF_TOKEN). See `api.hub.push_checkpoint`."""
+        import tempfile
+
+        from transferdepth.api.hub import push_checkpoint
+
+        source = getattr(self, "source", None)
+        meta = read_config(source).get("meta") if source else None
+        with tempfile.TemporaryDirectory(prefix="transferdepth-push-") as tmp:
+            self.save_pretrained(tmp, meta=meta if isinstance(meta, dict) else None)
+            return push_checkpoint(tmp, repo_id, private=private, token=token, license=license,
+                                   commit_message=commit_message)
 
     def to_rgb(self, image: ImageInput) -> np.ndarray:
         """Any accepted input (path, PIL image, array) -> uint8 HxWx3 RGB, within max_pixels."""

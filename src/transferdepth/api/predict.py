@@ -5,7 +5,9 @@ The image reader and the depth writers (16-bit PNG mm, .npy metres, colour, PLY)
 
 Output names, for an input `<stem>.<ext>` (in a sub-folder of `out` mirroring the input's folder with
 `--recursive`): `<stem>_depth_mm.png`, `<stem>_depth_m.npy`, `<stem>_depth_color.png`, `<stem>.ply`.
-Every file is written atomically. One bad input never stops the others: failures are collected.
+Every file is written atomically. One bad input never stops the others: failures are collected. Before
+any work `check_outputs` refuses outputs that would replace an input of the same run, or existing files
+without `overwrite`.
 """
 
 from __future__ import annotations
@@ -131,6 +133,37 @@ def _unique_names(found: list[tuple[Path, Path]], failures: list[Failure]) -> li
     return result
 
 
+# --- output names: never over an input, an existing file only with overwrite ------------------------
+
+class OutputConflict(ValueError):
+    """Outputs that would replace an input of the same run, or existing files without overwrite (one line)."""
+
+
+def output_paths(base: Path, formats: Iterable[str]) -> list[Path]:
+    """The files `write_outputs` writes for the output stem `base` (`out/<sub>/<stem>`)."""
+    return [base.with_name(base.name + SUFFIXES[fmt]) for fmt in formats]
+
+
+def check_outputs(planned: Iterable[Path], inputs: Iterable[Path], out_dir: Path, overwrite: bool = False) -> None:
+    """Before any work: refuse (OutputConflict) when an output would be written over an input of this run
+    (never allowed, even with `overwrite`: it would be read back as an input) or over an existing file
+    (allowed only with `overwrite`, as training's `--overwrite`). The message names `--out` and the first file."""
+    sources = {Path(p).resolve(): Path(p) for p in inputs}
+    planned = list(planned)
+    for path in planned:
+        if path.resolve() in sources:
+            raise OutputConflict(f"--out {out_dir}: the output {path.name} would be written over the input "
+                                 f"{sources[path.resolve()]} of this run; choose another --out (inputs are "
+                                 "never overwritten, even with --overwrite)")
+    if overwrite:
+        return
+    existing = [p for p in planned if os.path.lexists(p)]
+    if existing:
+        more = f" and {len(existing) - 1} more output files" if len(existing) > 1 else ""
+        raise OutputConflict(f"--out {out_dir}: {existing[0]}{more} {'exist' if more else 'exists'} already; pass "
+                             "--overwrite to replace them, or choose another --out")
+
+
 # --- writers -----------------------------------------------------------------------------------
 
 def write_outputs(base: Path, depth_m: np.ndarray, rgb: np.ndarray, opts: OutputOptions,
@@ -141,8 +174,7 @@ def write_outputs(base: Path, depth_m: np.ndarray, rgb: np.ndarray, opts: Output
     k = None
     if "ply" in opts.formats or "stereo" in opts.formats:
         k = resolve_intrinsics(opts.intrinsics, depth_m.shape[1], depth_m.shape[0], source)
-    for fmt in opts.formats:
-        path = base.with_name(base.name + SUFFIXES[fmt])
+    for fmt, path in zip(opts.formats, output_paths(base, opts.formats)):
         if fmt == "png16":
             write_png16(path, depth_m)
         elif fmt == "npy":

@@ -49,6 +49,7 @@ class DemoOptions:
     n_test: int = 24
     seed: int = 0
     num_workers: int = 0
+    progress: str = "auto"  # the fine-tuning's progress: auto | bar | plain | none (utils.progress)
 
 
 def _split(opts: DemoOptions) -> tuple[str, str]:
@@ -85,7 +86,7 @@ def run_demo(opts: DemoOptions, log=print) -> dict[str, Any]:
     train_spec, test_spec = _split(opts)
     overrides = dict(encoder=opts.encoder, pretrained=True, train_data=train_spec, height=opts.height,
                      width=opts.width, batch_size=opts.batch_size, max_steps=opts.steps, num_workers=opts.num_workers,
-                     seed=opts.seed, log_every=10, ckpt_every=10**9, tensorboard=True)
+                     seed=opts.seed, log_every=10, ckpt_every=10**9, tensorboard=True, progress=opts.progress)
     cfg = load_config(overrides=overrides)
     if opts.data is None:
         train_raw, test = open_dataset(train_spec), open_dataset(test_spec)

@@ -7,7 +7,8 @@ For an input `<stem>.<ext>` (any container FFmpeg reads) the outputs beside the 
 - `<stem>.depth.npz`: `depth` float16 metres (frames x H x W), `fps` (scalar), `timestamps` (seconds, each
   frame's presentation time), `intrinsics` (3x3, pixels), `intrinsics_source` (text). float16 keeps about
   3 significant digits: the storage error is at most depth * 2**-11 (0.5 mm at 1 m, 4.9 mm at 10 m).
-- `<stem>.depth_mm/<frame:06d>.png` (with png16): 16-bit PNG per frame, millimetres (predict.write_png16).
+- `<stem>.depth_mm/<frame:06d>.png` (with png16): 16-bit PNG per frame, millimetres (predict.write_png16),
+  written into a temporary folder renamed into place after the last frame (a failed clip leaves none).
 - `<stem>.stereo.mp4` (with stereo): left/right views rendered by `stereo.py`, audio copied.
 
 The colour video is encoded in a second pass over the float16 depth (kept in a temporary file beside the
@@ -27,6 +28,7 @@ import tempfile
 import time
 import zipfile
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -37,7 +39,7 @@ import numpy as np
 from transferdepth.api.predict import Failure, colorize, write_png16
 from transferdepth.geometry.camera import Intrinsics, IntrinsicsError, IntrinsicsSpec, resolve
 from transferdepth.geometry.stereo import StereoOptions, convergence_for, stereo_image
-from transferdepth.utils import atomic_write
+from transferdepth.utils import atomic_folder, atomic_write
 
 VIDEO_EXTENSIONS = (".mp4", ".mov", ".m4v", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".ts", ".mts", ".m2ts",
                     ".wmv", ".flv", ".3gp", ".ogv")
@@ -301,8 +303,10 @@ class _FrameSink:
     """Where each predicted frame goes while the video is read: float16 depth to the raw file, PNG16 frames,
     the stereo video; keeps the camera (from the first frame), timestamps and the depth range seen."""
 
-    def __init__(self, path: str | os.PathLike, paths: dict[str, Path], opts: VideoOptions, fps: Fraction, raw: Any):
+    def __init__(self, path: str | os.PathLike, paths: dict[str, Path], opts: VideoOptions, fps: Fraction, raw: Any,
+                 frames_dir: Path | None = None):
         self.path, self.paths, self.opts, self.fps, self.raw = path, paths, opts, fps, raw
+        self.frames_dir = frames_dir  # the PNG16 frames go here: a temporary folder renamed into place at the end
         self.k: Intrinsics | None = None
         self.stereo_enc: _Encoder | None = None
         self.zc: float | None = None
@@ -326,8 +330,8 @@ class _FrameSink:
         finite = depth[np.isfinite(depth)]
         if finite.size:
             self.lo, self.hi = min(self.lo, float(finite.min())), max(self.hi, float(finite.max()))
-        if opts.png16:
-            write_png16(self.paths["png16"] / f"{i:06d}.png", depth)
+        if self.frames_dir is not None:
+            write_png16(self.frames_dir / f"{i:06d}.png", depth)
         if self.stereo_enc is not None:
             self.stereo_enc.write(stereo_image(rgb, depth, k.fx, opts.stereo, self.zc))
 
@@ -352,16 +356,27 @@ def predict_video(path: str | os.PathLike, predictor: FramePredictor, base: str 
     """Predict every frame of the video `path` and write its outputs next to the stem `base`.
 
     Raises VideoError (bad input), OSError (cannot write), RuntimeError (prediction). `on_frames(n)` is
-    called after each batch with the number of frames it held (progress bars)."""
+    called after each batch with the number of frames it held (progress bars). Nothing is left of a video
+    that fails: the PNG16 frames go to a temporary folder renamed into place after the last frame (an
+    earlier folder of that name is replaced only then), the other files are written atomically at the end."""
     opts = opts or VideoOptions()
     base = Path(base)
     paths = output_paths(base, opts)
     base.parent.mkdir(parents=True, exist_ok=True)
     fps = frame_rate(path)
+    with ExitStack() as stack:
+        frames_dir = stack.enter_context(atomic_folder(paths["png16"])) if opts.png16 else None
+        return _predict_video(path, predictor, base, paths, opts, fps, frames_dir, on_frames)
+
+
+def _predict_video(path: str | os.PathLike, predictor: FramePredictor, base: Path, paths: dict[str, Path],
+                   opts: VideoOptions, fps: Fraction, frames_dir: Path | None,
+                   on_frames: Callable[[int], None] | None) -> VideoResult:
+    """predict_video's work, the PNG16 frames into `frames_dir` (renamed into place by the caller)."""
     timings: dict[str, float] = {"decode": 0.0, "predict": 0.0, "write": 0.0}
     raw = tempfile.NamedTemporaryFile(dir=base.parent, prefix=f".{base.name}.", suffix=".f16", delete=False)
     raw_path = Path(raw.name)
-    sink = _FrameSink(path, paths, opts, fps, raw)
+    sink = _FrameSink(path, paths, opts, fps, raw, frames_dir)
     try:
         with raw:
             pending = 0

@@ -16,7 +16,7 @@ import importlib
 import sys
 import traceback
 
-from transferdepth.utils import tune_cpu_allocator
+from transferdepth.utils import PROGRESS_MODES, set_progress, tune_cpu_allocator
 
 # Exit status (README "Errors and exit codes"): 0 done; 1 only `predict`'s "some inputs failed" (the others
 # were written); 2 a usage or input error, one line, nothing done; 3 a bug (traceback); 130 Ctrl-C.
@@ -35,6 +35,7 @@ COMMANDS = {
     "weights": "ImageNet encoder weights: list the cache, fetch",
     "import": "convert another project's trained model into a checkpoint",
     "serve": "serve a checkpoint: HTTP API and a web page with a 3D view",
+    "push": "share a checkpoint on the Hugging Face Hub, with a generated model card",
 }
 # Commands whose module name differs from the command (`import` is a Python keyword).
 MODULES = {"import": "import_"}
@@ -60,6 +61,13 @@ def build_parser(command: str | None = "*") -> argparse.ArgumentParser:
         else:
             sub.add_parser(name, help=help_line)
     return p
+
+
+def add_progress_flag(p: argparse.ArgumentParser) -> None:
+    """--progress auto|bar|plain|none for a command with long work (read by `main`: `utils.set_progress`)."""
+    p.add_argument("--progress", choices=PROGRESS_MODES, default="auto",
+                   help="auto (default): a redrawn bar on a terminal, else a plain line every 10%% or 30 s (logs); "
+                        "bar; plain; none")
 
 
 def parse_size(text: str | None, option: str) -> tuple[int, int] | None:
@@ -104,6 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser(_command(argv))  # only the command asked for is imported
     args = parser.parse_args(argv)
     tune_cpu_allocator()  # reuse freed tensor memory (glibc); TRANSFERDEPTH_MALLOC=0 leaves it alone
+    set_progress(getattr(args, "progress", None) or "auto")  # --progress (train/compare: their config key)
     try:
         return int(args.func(args) or 0)
     except Exception as e:

@@ -9,9 +9,11 @@ from typing import Any
 
 from transferdepth.cli.evaluate import parse_crop
 from transferdepth.cli.train import add_config_flags, config_overrides
+from transferdepth.training.config import MAX_SEED
 
-# keys of a compare YAML that are the study's, not the training config's
-STUDY_KEYS = ("seeds", "baseline")
+# keys of a compare YAML that are the study's, not the training config's (decoders, losses: axes of the grid;
+# vary: {training key: [values, ...]}, more axes)
+STUDY_KEYS = ("seeds", "baseline", "decoders", "losses", "vary")
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -22,6 +24,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="comma list, e.g. densenet169,resnet50,mobilenetv2; ENCODER:scratch / ENCODER:pretrained "
                         "force ImageNet weights off/on for that row (mobilenetv2,mobilenetv2:scratch); ENCODER@RECIPE "
                         "trains that row with another preset (mobilenetv2@finetune)")
+    p.add_argument("--decoders", default=None,
+                   help="comma list crossed with the encoders, e.g. densedepth,unet,bts (also `decoders:` in --config)")
+    p.add_argument("--losses", default=None,
+                   help="comma list crossed with the other axes, e.g. densedepth,silog (also `losses:` in --config)")
+    p.add_argument("--vary", action="append", default=[], metavar="KEY=V1,V2",
+                   help="any training key as one more axis, e.g. --vary batch_size=4,16 (repeatable; also "
+                        "`vary: {batch_size: [4, 16]}` in --config). Each cell x seed is one run; a cell's name "
+                        "is ENCODER|key=value for every axis with more than one value")
     p.add_argument("--out", required=True, help="study folder")
     p.add_argument("--test-data", required=True, help="test set spec")
     p.add_argument("--test-split", default=None)
@@ -37,7 +47,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         "`baseline:` in --config)")
     p.add_argument("--checkpoints", default=None,
                    help="evaluate given runs instead of training: enc=DIR,enc=DIR (DIR: a run or checkpoint)")
-    p.add_argument("--eval-limit", type=int, default=None, help="evaluate the first N test images only")
+    p.add_argument("--eval-limit", type=int, default=None, help="evaluate the first N test images only (>= 1)")
     p.add_argument("--overwrite", action="store_true", help="replace existing per-encoder run folders")
     add_config_flags(p)
     p.set_defaults(func=_run)
@@ -52,25 +62,54 @@ def parse_seeds(value: Any, source: str) -> list[int] | None:
         seeds = [int(str(s).strip()) for s in items if str(s).strip()]
     except ValueError:
         raise ValueError(f"{source}: seeds must be integers >= 0 like 0,1,2; got {value!r}") from None
-    if not seeds or any(s < 0 for s in seeds) or len(set(seeds)) != len(seeds):
-        raise ValueError(f"{source}: seeds must be distinct integers >= 0 like 0,1,2; got {value!r}")
+    if not seeds or any(not 0 <= s <= MAX_SEED for s in seeds) or len(set(seeds)) != len(seeds):
+        raise ValueError(f"{source}: seeds must be distinct integers in [0, {MAX_SEED}] like 0,1,2; got {value!r}")
     return seeds
+
+
+def grid_axes(args: argparse.Namespace, study: dict[str, Any]) -> dict[str, list[Any]]:
+    """The grid's axes (training key -> values) from --decoders, --losses, --vary (or the YAML's decoders,
+    losses, vary); values are coerced as the training config reads that key. Errors name the flag."""
+    from transferdepth.training.config import FIELDS, coerce
+
+    def items(flag_value: str | None, yaml_value: Any, flag: str) -> list[Any] | None:
+        if flag_value is not None:
+            return [v.strip() for v in flag_value.split(",") if v.strip()]
+        if yaml_value is None:
+            return None
+        return list(yaml_value) if isinstance(yaml_value, list) else [yaml_value]
+
+    axes: dict[str, list[Any]] = {}
+    for key, flag, yaml_key in (("decoder", "--decoders", "decoders"), ("loss", "--losses", "losses")):
+        values = items(getattr(args, yaml_key), study.get(yaml_key), flag)
+        if values is not None:
+            axes[key] = values
+    vary = dict(study.get("vary") or {})
+    if not isinstance(vary, dict):
+        raise ValueError(f"{args.config}: 'vary' must map training keys to lists of values")
+    for item in args.vary:
+        key, sep, values = item.partition("=")
+        if not sep or not values.strip():
+            raise ValueError(f"--vary expects KEY=V1,V2 (e.g. batch_size=4,16), got '{item}'")
+        vary[key.strip()] = [v.strip() for v in values.split(",") if v.strip()]
+    for key, values in vary.items():
+        if key not in FIELDS or key in ("seed", "encoder"):
+            raise ValueError(f"--vary {key}: not a training key that can vary (seeds: --seeds; encoders: --encoders)")
+        if key in axes:
+            raise ValueError(f"--vary {key}: already an axis of the grid")
+        axes[key] = [coerce(key, v, "--vary") for v in (values if isinstance(values, list) else [values])]
+    return axes
 
 
 def _load(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
     """The training config (recipe, YAML, flags) and the study keys of the YAML (seeds, baseline)."""
-    import yaml
-
-    from transferdepth.training.config import ConfigError, coerce, load_config
+    from transferdepth.training.config import ConfigError, coerce, load_config, read_yaml_file
 
     study: dict[str, Any] = {}
     if args.config is None:
         return load_config(None, config_overrides(args)), study
     path = Path(args.config)
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except (OSError, yaml.YAMLError):
-        return load_config(path, config_overrides(args)), study  # load_config says what is wrong
+    data = read_yaml_file(path) or {}  # a FIFO, a device, a huge or too deeply nested file: one line
     if not isinstance(data, dict) or not any(k in data for k in STUDY_KEYS):
         return load_config(path, config_overrides(args)), study
     study = {k: data.pop(k) for k in STUDY_KEYS if k in data}
@@ -82,7 +121,8 @@ def _load(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
 
 def _run(args: argparse.Namespace) -> int:
     from transferdepth.evaluation.report import markdown_table
-    from transferdepth.study.compare import COLUMNS, compare
+    from transferdepth.study.compare import COLUMNS, check_study_out, compare
+    from transferdepth.utils import check_number
 
     encoders = [e.strip() for e in args.encoders.split(",") if e.strip()]
     checkpoints = {}
@@ -91,14 +131,18 @@ def _run(args: argparse.Namespace) -> int:
         if not sep:
             raise ValueError(f"--checkpoints entries are ENCODER=DIR, got '{item}'")
         checkpoints[name.strip()] = path.strip()
+    if args.eval_limit is not None:
+        check_number(args.eval_limit, "--eval-limit", 1, integer=True, unit="images")
     cfg, study = _load(args)
     seeds = parse_seeds(args.seeds, "--seeds") if args.seeds is not None else parse_seeds(
         study.get("seeds"), f"{args.config}: seeds")
     baseline = args.baseline if args.baseline is not None else study.get("baseline")
+    axes = grid_axes(args, study)
+    check_study_out(args.out)  # before any training: a folder of other files is never written into
     rows = compare(encoders, cfg, args.out, args.test_data, test_split=args.test_split, protocol=args.protocol,
                    crop=parse_crop(args.crop), median_scaling=args.median_scale, checkpoints=checkpoints,
                    overwrite=args.overwrite, eval_limit=args.eval_limit, seeds=seeds, baseline=baseline,
-                   log=print)
+                   axes=axes, log=print)
     print(rows[0]["how"] if rows else "")
     if seeds is not None and len(seeds) > 1:
         print(Path(args.out, "comparison.md").read_text())

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from transferdepth.cli import COMMANDS
+from transferdepth.cli import COMMANDS, add_progress_flag
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -21,6 +21,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--size", default="120x160", help="network input HEIGHTxWIDTH")
     p.add_argument("--n-train", type=int, default=400, help="procedural training scenes")
     p.add_argument("--seed", type=int, default=0)
+    add_progress_flag(p)
     p.set_defaults(func=_run)
 
 
@@ -30,8 +31,13 @@ def _run(args: argparse.Namespace) -> int:
 
     set_threads()
     h, w = parse_size(args.size, "--size")
+    from transferdepth.utils import check_output_folder
+
+    check_output_folder(args.out, flag="--out", what="a demo folder (report.html, run/)", reuse=True,
+                        holds=lambda p: (p / "report.html").exists() or (p / "run" / "run.json").exists())
     opts = DemoOptions(out=Path(args.out), data=args.data, encoder=args.encoder, steps=args.steps,
-                       batch_size=args.batch_size, height=h, width=w, n_train=args.n_train, seed=args.seed)
+                       batch_size=args.batch_size, height=h, width=w, n_train=args.n_train, seed=args.seed,
+                       progress=args.progress)
     summary = run_demo(opts, log=lambda s: print(s, flush=True))
     print(headline(summary))
     return 0

@@ -8,6 +8,7 @@ import math
 import os
 from pathlib import Path
 
+from transferdepth.cli import add_progress_flag
 from transferdepth.evaluation.metrics import METRIC_KEYS, PROTOCOLS
 
 
@@ -24,13 +25,20 @@ def parse_crop(text: str | None):
     return crop
 
 
+MAX_SIZE_SIDE = 8192  # pixels, each side of --size
+MAX_BATCH_SIZE = 1024
+
+
 def parse_size(text: str | None) -> tuple[int, int] | None:
+    """--size 'HEIGHTxWIDTH' (each side 1-8192 pixels) -> (H, W); None stays None."""
     if text is None:
         return None
     try:
         h, w = (int(v) for v in text.lower().split("x"))
     except ValueError:
         raise ValueError(f"--size must be HEIGHTxWIDTH, e.g. 240x320; got '{text}'") from None
+    if not (1 <= h <= MAX_SIZE_SIDE and 1 <= w <= MAX_SIZE_SIDE):
+        raise ValueError(f"--size must be HEIGHTxWIDTH with each side in [1, {MAX_SIZE_SIDE}] pixels; got '{text}'")
     return h, w
 
 
@@ -48,12 +56,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-depth", type=float, default=None,
                    help="clamp predictions above and, for eigen/kitti, mask gt at or above (m; default: the "
                         "model's; kitti masks at 80 m unless given)")
-    p.add_argument("--size", default=None, help="network input HEIGHTxWIDTH (default: the image's own size)")
+    p.add_argument("--size", default=None,
+                   help="network input HEIGHTxWIDTH, each side 1-8192 (default: the image's own size)")
     p.add_argument("--median-scale", action="store_true", help="scale each prediction to the GT median")
-    p.add_argument("--batch-size", type=int, default=4)
-    p.add_argument("--limit", type=int, default=None, help="evaluate the first N images only")
+    p.add_argument("--batch-size", type=int, default=4, help="images per forward pass (1-1024; default 4)")
+    p.add_argument("--limit", type=int, default=None, help="evaluate the first N images only (>= 1)")
     p.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda, cuda:N")
     p.add_argument("--out", default=None, help="folder for metrics.json (default: print only)")
+    add_progress_flag(p)
     p.set_defaults(func=_run)
 
 
@@ -74,8 +84,8 @@ def check_out_dir(text: str | None) -> Path | None:
 
 def check_args(args: argparse.Namespace) -> None:
     """Usage errors found before loading anything (one line each, exit status 2)."""
-    if args.batch_size < 1:
-        raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
+    if not 1 <= args.batch_size <= MAX_BATCH_SIZE:
+        raise ValueError(f"--batch-size must be in [1, {MAX_BATCH_SIZE}] (images), got {args.batch_size}")
     if args.limit is not None and args.limit < 1:
         raise ValueError(f"--limit must be >= 1 (images), got {args.limit}")
     for flag, v in (("--min-depth", args.min_depth), ("--max-depth", args.max_depth)):
@@ -93,7 +103,7 @@ def _run(args: argparse.Namespace) -> int:
     from transferdepth.recipe import check_depth_range
     from transferdepth.utils import resolve_device
 
-    check_args(args)
+    check_args(args)  # every numeric flag, before anything is loaded
     crop, size = parse_crop(args.crop), parse_size(args.size)
     out = check_out_dir(args.out)
     device = resolve_device(args.device)

@@ -13,7 +13,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from transferdepth.cli import COMMANDS
+from transferdepth.cli import COMMANDS, add_progress_flag
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -31,18 +31,20 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="int8: calibration images, a dataset spec (e.g. rgbd:7scenes-redkitchen?index=0:800) "
                         "or an image folder (default: 16 fixed procedural rooms)")
     p.add_argument("--calibration-count", type=int, default=16, metavar="N",
-                   help="int8: at most N calibration images, spread over the set (default 16)")
+                   help="int8: at most N calibration images, spread over the set (1-10000; default 16)")
     p.add_argument("--calibration-size", default="240x320", metavar="HEIGHTxWIDTH",
-                   help="int8: calibration images are resized to this (default 240x320)")
+                   help="int8: calibration images are resized to this (each side 16-4096 pixels; default 240x320)")
     p.add_argument("--no-bias-correction", dest="bias_correction", action="store_false",
                    help="int8: skip the bias correction (one pass per convolution over the calibration images; the "
                         "export takes 10 s for EfficientNet-Lite0, 2.4 min for DenseNet-161 at the defaults)")
+    add_progress_flag(p)  # int8: calibration and bias correction
     p.set_defaults(func=_run)
 
 
 def _run(args: argparse.Namespace) -> int:
     from transferdepth.cli import UserError, parse_size
     from transferdepth.deploy.export import ExportError, export_checkpoint
+    from transferdepth.deploy.quantize import check_calibration
 
     if args.precision != "int8" and args.calibration is not None:
         raise UserError("--calibration: only for --precision int8")
@@ -51,6 +53,10 @@ def _run(args: argparse.Namespace) -> int:
     if args.precision != "fp32" and args.fmt != "onnx":
         raise UserError(f"--precision {args.precision}: only for --format onnx (TorchScript is fp32)")
     calib_size = parse_size(args.calibration_size, "--calibration-size")
+    try:  # before anything is loaded: a 100000x100000 calibration size would allocate 120 GB
+        check_calibration(args.calibration_count, calib_size)
+    except ExportError as e:
+        raise UserError(str(e)) from None
 
     out = Path(args.out)
     if args.out.endswith(("/", os.sep)) or out.is_dir():

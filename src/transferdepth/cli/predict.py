@@ -12,7 +12,14 @@ import sys
 import tempfile
 from pathlib import Path
 
-from transferdepth.cli import COMMANDS, EXIT_OK, EXIT_SOME_INPUTS_FAILED, UserError, parse_size
+from transferdepth.cli import (
+    COMMANDS,
+    EXIT_OK,
+    EXIT_SOME_INPUTS_FAILED,
+    UserError,
+    add_progress_flag,
+    parse_size,
+)
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -29,6 +36,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="png16 (millimetres, uint16), npy (float32 metres), color, ply; repeat or comma-separate "
                         "(default: png16)")
     p.add_argument("--recursive", action="store_true", help="also images in sub-folders (and ** in globs)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace output files that exist already (default: refuse before any work); an output "
+                        "that would replace an input of the same run is refused even so")
     p.add_argument("--batch-size", type=int, default=4, help="images of the same size per forward pass")
     p.add_argument("--flip", action=argparse.BooleanOptionalAction, default=None,
                    help="average with the mirrored image's prediction (default: on; a --flip ONNX export "
@@ -57,6 +67,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         "PIXELS, and the depth map is resized back to the image's size; bounds memory "
                         "(default: 1280; 0 = each image at its own size)")
     p.add_argument("--device", default=None, help="auto, cpu, cuda, cuda:1, mps (default: auto = cuda if available)")
+    add_progress_flag(p)
     p.set_defaults(func=_run)
 
 
@@ -100,13 +111,7 @@ def parse_options(args: argparse.Namespace):
     except ValueError as e:
         msg = str(e) if str(e).startswith("--") else f"--convergence: need metres, auto or inf, got {args.convergence}"
         raise UserError(msg) from None
-    for option, value in (("--stride", args.stride), ("--batch-size", args.batch_size)):
-        if value < 1:
-            raise UserError(f"{option} must be at least 1, got {value}")
-    if args.max_pixels is not None and args.max_pixels < 1:
-        raise UserError(f"--max-pixels must be positive, got {args.max_pixels}")
-    if args.max_side is not None and args.max_side < 0:
-        raise UserError(f"--max-side must be a number of pixels (0 = no limit), got {args.max_side}")
+    check_numbers(args)
     return OutputOptions(tuple(dict.fromkeys(formats)), args.cmap, range_m, args.colorbar, intrinsics,
                          args.stride, args.ply_ascii, stereo)
 
@@ -122,17 +127,60 @@ def check_writable(out: Path) -> None:
         raise UserError(f"output folder {out}: cannot write there ({reason})") from None
 
 
+def _check_outputs(files: list, videos: list, out: Path, opts, args: argparse.Namespace) -> None:
+    """Exit 2 before any work: an output over an input of this run, an existing output without --overwrite,
+    or a video with --format ply (no per-frame point clouds; the npz holds every frame in metres)."""
+    from transferdepth.api.predict import OutputConflict, check_outputs, output_paths
+    from transferdepth.apps.video import output_paths as video_paths
+    from transferdepth.apps.video import video_options
+
+    if videos and "ply" in opts.formats:
+        raise UserError(f"--format ply: not written for videos ({videos[0][0]}); the video's .depth.npz holds "
+                        "every frame in metres with its intrinsics (docs/3d.md); predict videos without ply")
+    vopts = video_options(opts, args.batch_size, args.formats)
+    planned = [p for path, stem in files for p in output_paths(out / stem, opts.formats)]
+    planned += [p for path, stem in videos for p in video_paths(out / stem, vopts).values()]
+    try:
+        check_outputs(planned, [path for path, _ in files + videos], out, args.overwrite)
+    except OutputConflict as e:
+        raise UserError(str(e)) from None
+
+
+# The range of every numeric flag (documented in --help and docs/using.md), checked before any work.
+RANGES = {"batch_size": ("--batch-size", 1, 4096, "images"), "stride": ("--stride", 1, 65536, "pixels"),
+          "max_pixels": ("--max-pixels", 1, 1_000_000_000, "pixels"), "max_side": ("--max-side", 0, 16384, "pixels")}
+MAX_INPUT_SIDE = 8192  # pixels, each side of --input-size (training's limit too)
+
+
+def check_numbers(args: argparse.Namespace) -> None:
+    """Every numeric flag in its range (RANGES; --input-size: each side in [1, 8192] and within --max-pixels),
+    the flag named, one line. Before any model loads or file is read."""
+    from transferdepth.utils import check_number
+
+    for key, (flag, lo, hi, unit) in RANGES.items():
+        value = getattr(args, key, None)
+        if value is not None:
+            try:
+                check_number(value, flag, lo, hi, integer=True, unit=unit)
+            except ValueError as e:
+                raise UserError(str(e)) from None
+    size = parse_size(args.input_size, "--input-size")
+    if size is not None:
+        limit = args.max_pixels or 40_000_000
+        if max(size) > MAX_INPUT_SIDE or size[0] * size[1] > limit:
+            raise UserError(f"--input-size must have sides of at most {MAX_INPUT_SIDE} pixels and at most {limit:,} "
+                            f"pixels in all (--max-pixels), got '{args.input_size}'")
+
+
 def _run(args: argparse.Namespace) -> int:
     opts = parse_options(args)
     input_size = parse_size(args.input_size, "--input-size")
     out = Path(args.out)
     check_writable(out)
 
-    from tqdm import tqdm
-
     from transferdepth.api.estimator import DEFAULT_MAX_PIXELS, DEFAULT_MAX_SIDE, DepthEstimator
     from transferdepth.api.predict import IMAGE_EXTENSIONS, find_inputs, predict_files, print_summary
-    from transferdepth.utils import resolve_device
+    from transferdepth.utils import progress, resolve_device
 
     sizes = dict(max_pixels=args.max_pixels or DEFAULT_MAX_PIXELS, input_size=input_size,
                  max_side=DEFAULT_MAX_SIDE if args.max_side is None else args.max_side or None)
@@ -152,11 +200,11 @@ def _run(args: argparse.Namespace) -> int:
     files, failures = find_inputs(args.paths, args.recursive, IMAGE_EXTENSIONS + VIDEO_EXTENSIONS)
     files, videos, unknown = split_inputs(files)
     failures += unknown
+    _check_outputs(files, videos, out, opts, args)
     for f in failures:
         print(f"transferdepth: error: {f}", file=sys.stderr)
     total = len(files) + len(videos) + len(failures)
-    with tqdm(total=len(files), unit="img", desc="predict", disable=None if files else True,
-              file=sys.stderr) as bar:
+    with progress(total=len(files), unit="img", desc="predict", mode=None if files else "none") as bar:
         def on_done(path: Path, failure) -> None:
             if failure is not None:
                 bar.write(f"transferdepth: error: {failure}", file=sys.stderr)
@@ -164,7 +212,7 @@ def _run(args: argparse.Namespace) -> int:
 
         failures += predict_files(est, files, out, opts, args.batch_size, on_done)
     if videos:
-        with tqdm(unit="frame", desc="video", disable=None, file=sys.stderr) as bar:
+        with progress(unit="frame", desc="video") as bar:
             def on_video(path: Path, failure) -> None:
                 if failure is not None:
                     bar.write(f"transferdepth: error: {failure}", file=sys.stderr)

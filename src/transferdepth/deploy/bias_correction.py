@@ -18,6 +18,8 @@ from typing import Any
 
 import numpy as np
 
+from transferdepth.utils import progress
+
 
 def graph_links(graph: Any) -> tuple[dict[str, Any], dict[str, list[Any]]]:
     """(producer, consumers) of an ONNX graph: tensor name -> the node writing it / the nodes reading it."""
@@ -104,7 +106,8 @@ def correct_biases(qdq: Any, fp32: Any, feeds: list[dict[str, np.ndarray]]) -> i
         return 0
     float_names = [s[0] for s in steps]
     targets = _channel_means(_subgraph(fp32, float_names, graph_links(fp32.graph)[0]), float_names, feeds)
-    for (_, dequantized, bias, scale), target in zip(steps, targets):
+    for (_, dequantized, bias, scale), target in progress(list(zip(steps, targets)), desc="bias correction",
+                                                          unit="conv"):
         (mean,) = _channel_means(_subgraph(qdq, [dequantized], producer), [dequantized], feeds)
         shift = np.round((target - mean) / scale).astype(np.int64)
         value = np.clip(numpy_helper.to_array(bias).astype(np.int64) + shift, -2**31, 2**31 - 1).astype(np.int32)

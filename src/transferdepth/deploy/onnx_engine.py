@@ -17,9 +17,10 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from transferdepth.deploy.contract import INPUT_NAME
+from transferdepth.deploy.contract import INPUT_NAME, OUTPUT_NAME
 from transferdepth.deploy.export import export_onnx
 from transferdepth.inference.checkpoint import load_checkpoint
+from transferdepth.inference.hub import is_hub_name
 
 
 class OnnxRunner:
@@ -39,7 +40,7 @@ class OnnxRunner:
         if threads:
             opts.intra_op_num_threads = threads
         providers = list(providers or ["CPUExecutionProvider"])
-        if Path(source).is_dir():
+        if Path(source).is_dir() or (is_hub_name(source) and not str(source).endswith(".onnx")):  # org/name
             with tempfile.TemporaryDirectory(prefix="transferdepth-onnx-") as tmp:
                 path = export_onnx(load_checkpoint(source), Path(tmp) / "model.onnx")
                 self.session = ort.InferenceSession(str(path), opts, providers=providers)
@@ -55,6 +56,7 @@ class OnnxRunner:
         if "transferdepth.max_depth" not in meta or [i.name for i in self.session.get_inputs()] != [INPUT_NAME]:
             raise ValueError(f"{source}: not an ONNX file written by `transferdepth export` "
                              "(no transferdepth metadata)")
+        _check_output(self.session, source)
         self.meta, self.input_name = meta, INPUT_NAME
         self.graph_flip = meta.get("transferdepth.flip") == "true"
         self.precision = meta.get("transferdepth.precision", "fp32")
@@ -93,3 +95,17 @@ class GraphInfo(torch.nn.Module):
         self.decoder_width = float(meta.get("transferdepth.decoder_width", "nan"))
         self.min_depth = float(meta["transferdepth.min_depth"])
         self.max_depth = float(meta["transferdepth.max_depth"])
+
+
+def _check_output(session, source: str | os.PathLike) -> None:
+    """The graph must have one output `depth_m`, float32 (N,1,H,W) (the contract); else ValueError, one line.
+    A symbolic dimension (batch, height, width) passes; a fixed channel count other than 1 does not."""
+    outs = session.get_outputs()
+    if len(outs) != 1:
+        raise ValueError(f"{source}: the graph has {len(outs)} outputs ({', '.join(o.name for o in outs)}), "
+                         f"expected one, {OUTPUT_NAME} float32 (N,1,H,W) metres")
+    out = outs[0]
+    shape = list(out.shape) if out.shape is not None else []
+    if out.name != OUTPUT_NAME or out.type != "tensor(float)" or len(shape) != 4 or shape[1] != 1:
+        raise ValueError(f"{source}: the graph's output is {out.name} {out.type} {shape}, expected {OUTPUT_NAME} "
+                         "tensor(float) (N,1,H,W) metres; not a depth graph of `transferdepth export`")

@@ -16,9 +16,23 @@ import numpy as np
 
 from transferdepth.deploy.bias_correction import correct_biases
 from transferdepth.deploy.contract import INPUT_NAME, ExportError, quiet
+from transferdepth.utils import progress
 
 DEFAULT_CALIBRATION = "procedural:n=16&seed=1234&height=240&width=320"
 DEFAULT_CALIBRATION_SIZE = (240, 320)  # (H, W) calibration images are resized to
+CALIBRATION_SIDE_RANGE = (16, 4096)  # pixels, each side of --calibration-size
+MAX_CALIBRATION_COUNT = 10_000  # --calibration-count; onnxruntime keeps every calibration output in memory
+
+
+def check_calibration(count: int, size: tuple[int, int]) -> None:
+    """--calibration-count in [1, MAX_CALIBRATION_COUNT] and each side of --calibration-size in
+    CALIBRATION_SIDE_RANGE pixels, else ExportError naming the flag (checked before anything is read)."""
+    if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= MAX_CALIBRATION_COUNT:
+        raise ExportError(f"--calibration-count must be an integer in [1, {MAX_CALIBRATION_COUNT}], got {count!r}")
+    lo, hi = CALIBRATION_SIDE_RANGE
+    if len(size) != 2 or not all(isinstance(v, int) and lo <= v <= hi for v in size):
+        raise ExportError(f"--calibration-size must be HEIGHTxWIDTH with each side in [{lo}, {hi}] pixels, got "
+                          f"{'x'.join(str(v) for v in size)}")
 
 
 def _quantization_tools() -> Any:
@@ -40,8 +54,7 @@ def calibration_batches(spec: str, count: int = 16, size: tuple[int, int] = DEFA
     from transferdepth.data import open_dataset
     from transferdepth.inference.imageio import IMAGE_EXTENSIONS, load_image
 
-    if count < 1:
-        raise ExportError(f"--calibration-count must be at least 1, got {count}")
+    check_calibration(count, tuple(size))
     rgbs: list[np.ndarray] = []
     try:
         if Path(spec).is_dir():
@@ -150,7 +163,7 @@ def quantize_onnx(proto: Any, batches: list[np.ndarray], *, method: str = DEFAUL
 
     class Reader(q.CalibrationDataReader):
         def __init__(self) -> None:
-            self.it = iter(batches)
+            self.it = iter(progress(batches, desc="int8 calibration", unit="img"))
 
         def get_next(self) -> dict[str, np.ndarray] | None:
             x = next(self.it, None)

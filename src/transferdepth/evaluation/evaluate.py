@@ -39,6 +39,7 @@ from transferdepth.evaluation.metrics import (
 from transferdepth.inference.core import infer, rgb_to_tensor
 from transferdepth.models import DepthNet
 from transferdepth.recipe import check_depth_range
+from transferdepth.utils import progress as progress_bar
 from transferdepth.utils import resolve_device
 
 
@@ -76,10 +77,8 @@ def iter_predictions(model: DepthNet, dataset: Dataset, *, flip: bool = True, mi
     if n == 0:
         raise ValueError("evaluation dataset is empty")
     starts: Any = range(0, n, batch_size)
-    if progress:
-        from tqdm import tqdm
-
-        starts = tqdm(starts, desc="evaluate", unit="batch")
+    if progress:  # a bar on a terminal, plain lines in a log (utils.progress; a command's --progress)
+        starts = progress_bar(starts, desc="evaluate", unit="batch")
     for start in starts:
         samples = [dataset[i] for i in range(start, min(start + batch_size, n))]
         # sizes may vary (KITTI drives: 375x1242, 370x1224, ...): one forward pass per run of equal sizes

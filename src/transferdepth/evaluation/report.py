@@ -127,8 +127,9 @@ def rmse_note(records: list[dict[str, Any]]) -> str:
     """Which RMSE the table's `rmse` column is: from each record's `protocol` (or its `how` text)."""
     kinds = []
     for r in records:
-        proto = r.get("protocol") or next((p for p in RMSE_POOLING if f"protocol {p}" in str(r.get("how", ""))),
-                                          None)
+        text = f"{r.get('protocol') or ''} {r.get('how') or ''}"  # e.g. training validation's "val: eigen ..."
+        proto = (r.get("protocol") if r.get("protocol") in RMSE_POOLING
+                 else next((p for p in RMSE_POOLING if f"protocol {p}" in text or f": {p} " in text), None))
         kinds.append(f"{proto}: {RMSE_POOLING[proto]}" if proto in RMSE_POOLING else "unknown protocol")
     return ("RMSE = " + "; ".join(dict.fromkeys(kinds)) +
             ". RMSE/img = mean of per-image RMSE (DenseDepth before fdcef58, the paper's).")
@@ -203,3 +204,34 @@ def plot_loss_bands(histories: dict[str, list[list[dict[str, Any]]]], path: str 
         line, = ax.plot(steps[k - 1:], smooth, linewidth=2, label=f"{label} (n={len(curves)})")
         ax.fill_between(steps, mean - sd, mean + sd, color=line.get_color(), alpha=0.2, linewidth=0)
     return _save_loss_plot(fig, ax, title, path)
+
+
+def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
+    """Indices of the points (cost, quality) no other point beats: none has cost <= and quality >= with one
+    of them strictly better. Lower cost and higher quality are better."""
+    front = []
+    for i, (c, q) in enumerate(points):
+        if not any((c2 <= c and q2 >= q) and (c2 < c or q2 > q) for j, (c2, q2) in enumerate(points) if j != i):
+            front.append(i)
+    return front
+
+
+def plot_pareto(rows: list[dict[str, Any]], path: str | os.PathLike, quality: str = "d1",
+                costs: Sequence[tuple[str, str]] = (("latency_ms", "CPU latency (ms)"), ("params_M", "parameters (M)")),
+                label: str = "encoder") -> Path:
+    """`quality` (higher is better) against each cost, one panel per cost; the Pareto-optimal cells are joined
+    and their names written, the others are grey."""
+    fig, axes = plt.subplots(1, len(costs), figsize=(6 * len(costs), 4.5), squeeze=False)
+    for ax, (key, title) in zip(axes[0], costs):
+        pts = [(float(r[key]), float(r[quality])) for r in rows]
+        front = sorted(pareto_front(pts), key=lambda i: pts[i][0])
+        ax.scatter([p[0] for p in pts], [p[1] for p in pts], color="0.6", zorder=2)
+        ax.plot([pts[i][0] for i in front], [pts[i][1] for i in front], "o-", color="C0", zorder=3)
+        for i, r in enumerate(rows):
+            ax.annotate(str(r[label]), pts[i], fontsize=7, xytext=(3, 3), textcoords="offset points",
+                        color="black" if i in front else "0.45")
+        ax.set_xlabel(title)
+        ax.set_ylabel(quality)
+        ax.grid(alpha=0.3)
+    fig.suptitle(f"{quality} against cost (blue: Pareto front)")
+    return _save(fig, path)

@@ -7,7 +7,8 @@ image's size after its EXIF orientation; pixel centres at integer coordinates):
   (``DEFAULT_FOCAL_35MM`` = 26 mm 35 mm-equivalent, a phone's main camera: 79.5 deg diagonal field of view).
 - ``exif``: EXIF only; a file without a usable focal length fails (one line naming it).
 - ``fov:DEG``: horizontal field of view across the image width, DEG degrees.
-- ``fx,fy,cx,cy``: explicit values (the only mode that may give non-square pixels or an off-centre point).
+- ``fx,fy,cx,cy``: explicit values (the only mode that may give non-square pixels or an off-centre point);
+  fx and fy 1 to 1,000,000 pixels, |cx| and |cy| at most 1,000,000, so back-projected points stay finite.
 - ``nyu``: NYU Depth V2's Kinect (`recipe.nyu_intrinsics`, scaled per axis; exact at 640x480).
 
 Every mode but explicit and nyu gives square pixels (fx == fy) and the principal point at the centre,
@@ -30,6 +31,10 @@ from transferdepth.recipe import nyu_intrinsics
 FULL_FRAME_DIAGONAL_MM = math.hypot(36.0, 24.0)  # 43.27 mm, the 35 mm film frame
 DEFAULT_FOCAL_35MM = 26.0  # mm, 35 mm equivalent: the main camera of most phones since about 2019
 MODES = ("auto", "exif", "fov", "explicit", "nyu")
+# explicit intrinsics, pixels: with a focal of at least 1 px and the centre within 1e6 px, a point
+# (u - cx) * z / fx stays finite in float32 for any image and depth range (no +-inf in a PLY)
+FOCAL_RANGE_PX = (1.0, 1e6)
+MAX_CENTRE_PX = 1e6
 
 # EXIF tags (Exif sub-IFD 0x8769)
 _EXIF_IFD = 0x8769
@@ -103,9 +108,22 @@ def parse_spec(text: str | None) -> IntrinsicsSpec:
     if len(values) != 4:
         raise IntrinsicsError(f"--intrinsics expects 4 comma-separated numbers, got '{text}' "
                               "(FX,FY,CX,CY in pixels, or auto, exif, nyu, fov:DEG)")
-    if not all(math.isfinite(v) for v in values) or values[0] <= 0 or values[1] <= 0:
-        raise IntrinsicsError(f"--intrinsics: fx and fy must be positive, got {text}")
-    return IntrinsicsSpec("explicit", values=values)  # type: ignore[arg-type]
+    return IntrinsicsSpec("explicit", values=check_values(values, text))  # type: ignore[arg-type]
+
+
+def check_values(values: tuple[float, ...], text: str | None = None) -> tuple[float, float, float, float]:
+    """Explicit (fx, fy, cx, cy) in pixels, bounded so back-projected points are always finite: fx, fy in
+    FOCAL_RANGE_PX, |cx|, |cy| <= MAX_CENTRE_PX; IntrinsicsError naming `--intrinsics` otherwise."""
+    if len(values) != 4:
+        raise IntrinsicsError(f"--intrinsics expects 4 numbers (fx, fy, cx, cy in pixels), got {values}")
+    fx, fy, cx, cy = (float(v) for v in values)
+    lo, hi = FOCAL_RANGE_PX
+    shown = text if text is not None else ",".join(f"{v:g}" for v in values)
+    if not all(lo <= f <= hi for f in (fx, fy)):  # NaN fails every comparison
+        raise IntrinsicsError(f"--intrinsics: fx and fy must be {lo:g} to {hi:,.0f} pixels, got {shown}")
+    if not all(abs(c) <= MAX_CENTRE_PX for c in (cx, cy)):
+        raise IntrinsicsError(f"--intrinsics: cx and cy must be within +-{MAX_CENTRE_PX:,.0f} pixels, got {shown}")
+    return fx, fy, cx, cy
 
 
 def centre(width: int, height: int) -> tuple[float, float]:
@@ -206,7 +224,7 @@ def resolve(spec: Intrinsics | IntrinsicsSpec | tuple[float, ...] | str | None, 
     if spec is None or isinstance(spec, str):
         spec = parse_spec(spec)
     elif not isinstance(spec, IntrinsicsSpec):
-        spec = IntrinsicsSpec("explicit", values=tuple(float(v) for v in spec))  # type: ignore[arg-type]
+        spec = IntrinsicsSpec("explicit", values=check_values(tuple(spec)))
     if spec.mode == "explicit":
         assert spec.values is not None
         return Intrinsics(*spec.values, width, height, "explicit (--intrinsics)")

@@ -120,6 +120,9 @@ def densedepth_to_depthnet(src: DenseDepthFile, *, min_depth: float = MIN_DEPTH_
                 raise ModelImportError(f"{src.path}: layer '{layer}' {var} has shape {tuple(arr.shape)}, expected "
                                        f"{expected} for a DenseDepth DenseNet-169 model of decoder width "
                                        f"{src.decoder_width:g}")
+            if not np.isfinite(arr).all():
+                raise ModelImportError(f"{src.path}: layer '{layer}' {var} holds NaN or infinite values; the "
+                                       "model would predict nothing usable (a diverged or damaged file)")
             if var == "kernel":
                 arr = arr.transpose(3, 2, 0, 1)
             elif var == "moving_variance":  # Keras normalises by sqrt(var + 1.001e-5), torch by sqrt(var + eps)
@@ -217,6 +220,7 @@ def _read(path: Path, f: Any) -> DenseDepthFile:
     except (ValueError, KeyError, TypeError) as e:
         raise ModelImportError(f"{path}: 'model_config' is not a Keras model graph ({_short(e)})") from None
     act_a, bottleneck_relu = _read_graph(path, graph_layers)
+    _check_exact_graph(path, graph_layers, act_a, bottleneck_relu)
     keras_version = _text(f.attrs["keras_version"]) if "keras_version" in f.attrs else None
     return DenseDepthFile(path, _sha256(path), keras_version, filters, act_a, bottleneck_relu, weights)
 
@@ -293,6 +297,99 @@ def _read_graph(path: Path, layers: list[dict[str, Any]]) -> tuple[bool, bool]:
         raise ModelImportError(f"{path}: layer 'conv2' reads '{src[0]}' ({cls}), expected DenseNet's final "
                                "'relu' or 'bn'")
     return acts_a[0], bottleneck_relu
+
+
+DENSENET169_BLOCKS = (6, 12, 32, 32)  # keras.applications.DenseNet169's dense blocks
+
+
+def expected_graph(act_a: bool, bottleneck_relu: bool) -> dict[str, tuple[str, list[str]]]:
+    """DenseDepth's whole Keras graph: layer -> (class, inbound layers), keras.applications' DenseNet-169 (its
+    layer names) + DenseDepth's decoder. Keras numbers unnamed layers itself, so they have fixed stand-in
+    names here: <input>, <pad1>, <pad2> (the zero paddings before conv1/conv and pool1), <upN_actA>,
+    <upN_actB> (the LeakyReLUs after upN_convA / upN_convB)."""
+    g: dict[str, tuple[str, list[str]]] = {}
+
+    def add(name: str, cls: str, *src: str) -> str:
+        g[name] = (cls, list(src))
+        return name
+
+    x = add("conv1/relu", "Activation", add("conv1/bn", "BatchNormalization", add(
+        "conv1/conv", "Conv2D", add("<pad1>", "ZeroPadding2D", add("<input>", "InputLayer")))))
+    x = add("pool1", "MaxPooling2D", add("<pad2>", "ZeroPadding2D", x))
+    for b, n in enumerate(DENSENET169_BLOCKS, 2):
+        for i in range(1, n + 1):
+            p = f"conv{b}_block{i}"
+            y = add(f"{p}_0_relu", "Activation", add(f"{p}_0_bn", "BatchNormalization", x))
+            y = add(f"{p}_1_relu", "Activation", add(f"{p}_1_bn", "BatchNormalization", add(f"{p}_1_conv", "Conv2D", y)))
+            x = add(f"{p}_concat", "Concatenate", x, add(f"{p}_2_conv", "Conv2D", y))
+        if b < 5:
+            t = f"pool{b}"
+            x = add(f"{t}_pool", "AveragePooling2D", add(f"{t}_conv", "Conv2D", add(
+                f"{t}_relu", "Activation", add(f"{t}_bn", "BatchNormalization", x))))
+    x = add("bn", "BatchNormalization", x)
+    if bottleneck_relu:
+        x = add("relu", "Activation", x)
+    x = add("conv2", "Conv2D", x)
+    for i in range(1, 5):
+        up = f"up{i}"
+        x = add(f"{up}_convA", "Conv2D", add(f"{up}_concat", "Concatenate",
+                                             add(f"{up}_upsampling2d", "BilinearUpSampling2D", x), SKIPS[up]))
+        if act_a:
+            x = add(f"<{up}_actA>", "LeakyReLU", x)
+        x = add(f"<{up}_actB>", "LeakyReLU", add(f"{up}_convB", "Conv2D", x))
+    add("conv3", "Conv2D", x)
+    return g
+
+
+def _stand_in_names(layers: list[dict[str, Any]]) -> dict[str, str]:
+    """Actual name -> `expected_graph`'s stand-in for the layers Keras names itself (found by their place)."""
+    cls = {_layer_name(lay): lay.get("class_name") for lay in layers}
+    inbound = {_layer_name(lay): list(_inbound_names(lay.get("inbound_nodes", []))) for lay in layers}
+    rename = {n: "<input>" for n, c in cls.items() if c == "InputLayer"}
+    consumers_of: dict[str, list[str]] = defaultdict(list)
+    for n, srcs in inbound.items():
+        for s in srcs:
+            consumers_of[s].append(n)
+    for src, stand_in, want in [(n, "<pad1>", "ZeroPadding2D") for n in rename] + [
+            ("conv1/relu", "<pad2>", "ZeroPadding2D")] + [
+            (f"up{i}_conv{ab}", f"<up{i}_act{ab}>", "LeakyReLU") for i in range(1, 5) for ab in "AB"]:
+        for c in consumers_of.get(src, []):
+            if cls.get(c) == want and c not in rename:
+                rename[c] = stand_in
+    return rename
+
+
+def _check_exact_graph(path: Path, layers: list[dict[str, Any]], act_a: bool, bottleneck_relu: bool) -> None:
+    """Refuse any model_config that is not exactly DenseDepth's graph (`expected_graph`): an added layer (a
+    Lambda, an extra activation), a missing one, another class, or other wiring, naming the first difference.
+    The weights of a layer that is not in our network would otherwise be silently dropped."""
+    expected = expected_graph(act_a, bottleneck_relu)
+    rename = _stand_in_names(layers)
+    seen = set()
+    for lay in layers:
+        name = _layer_name(lay)
+        key = rename.get(name, name)
+        if key in seen:
+            raise ModelImportError(f"{path}: model_config has two layers named '{name}'; not DenseDepth's graph")
+        seen.add(key)
+        if key not in expected:
+            raise ModelImportError(f"{path}: model_config has a layer '{name}' ({lay.get('class_name')}) that "
+                                   "DenseDepth's graph does not have; refusing a graph whose extra layers would be "
+                                   "silently dropped")
+        want_cls, want_src = expected[key]
+        src = [rename.get(s, s) for s in _inbound_names(lay.get("inbound_nodes", []))]
+        if lay.get("class_name") != want_cls or src != want_src:
+            shown = [s for s in _inbound_names(lay.get("inbound_nodes", []))]
+            raise ModelImportError(f"{path}: layer '{name}' is {lay.get('class_name')} reading {shown}; DenseDepth's "
+                                   f"is {want_cls} reading {want_src}")
+    missing = [k for k in expected if k not in seen]
+    if missing:
+        raise ModelImportError(f"{path}: model_config lacks {len(missing)} layer(s) of DenseDepth's graph, e.g. "
+                               f"'{missing[0]}'")
+
+
+def _layer_name(lay: dict[str, Any]) -> str:
+    return str(lay.get("name") or lay.get("config", {}).get("name"))
 
 
 def _inbound_names(obj: Any) -> Iterator[str]:

@@ -2,6 +2,7 @@
 
     core.py        `infer`: normalise, forward, DepthNorm -> metres, flip-average, resize, clamp
     checkpoint.py  a checkpoint folder (model.safetensors + config.json) <-> a DepthNet
+    hub.py         a checkpoint name (org/name[@rev]) -> a folder: the Hugging Face Hub and its cache
     imageio.py     reading images (EXIF orientation, pixel limit); writing depth files (PNG16 mm, npy m,
                    colour, PLY)
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import io
+import itertools
 import json
 import math
 import re
@@ -43,13 +44,13 @@ from transferdepth.inference.checkpoint import load_checkpoint
 from transferdepth.models import DepthNet
 from transferdepth.recipe import PRESETS
 from transferdepth.training import train
-from transferdepth.training.config import TrainConfig, with_recipe
-from transferdepth.utils import atomic_write
+from transferdepth.training.config import ConfigError, TrainConfig, with_recipe
+from transferdepth.utils import atomic_write, check_output_folder
 
 COLUMNS = ("encoder", "d1", "d2", "d3", "abs_rel", "rmse", "log10", "sq_rel", "rmse_log", "silog", "params_M",
-           "gflops", "train_min", "latency_ms")
+           "gflops", "gflops_480x640", "train_min", "latency_ms")
 SEED_COLUMNS = ("encoder", "seeds", "d1", "d2", "d3", "abs_rel", "rmse", "log10", "sq_rel", "rmse_log", "silog",
-                "params_M", "gflops", "train_min", "latency_ms")
+                "params_M", "gflops", "gflops_480x640", "train_min", "latency_ms")
 EVAL_FILE = "eval.json"
 VARIANT_SUFFIXES = {"scratch": False, "pretrained": True}
 # config keys that do not change what a run learns (not compared when deciding whether a run can be reused;
@@ -92,6 +93,25 @@ def _history(run_dir: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
+STUDY_FILES = ("comparison.md", "comparison.csv", "comparison.html", "runs.csv")
+
+
+def is_study_folder(path: Path) -> bool:
+    """True for a folder a study wrote (its tables, or a run folder with run.json / eval.json, per seed too)."""
+    def holds_run(d: Path) -> bool:
+        return d.is_dir() and ((d / "run.json").exists() or (d / EVAL_FILE).exists()
+                               or any((s / "run.json").exists() for s in d.glob("seed_*")))
+
+    return any((path / f).exists() for f in STUDY_FILES) or any(holds_run(d) for d in path.iterdir())
+
+
+def check_study_out(out_dir: str | Path) -> None:
+    """`out_dir` may receive a study: new, empty, or a study's own folder (continued: finished runs are reused);
+    a non-empty folder of other files is refused (`utils.check_output_folder`), before anything is written."""
+    check_output_folder(out_dir, flag="--out", what="a study folder (comparison.md, run folders)",
+                        holds=is_study_folder, reuse=True)
+
+
 def run_folder_name(encoder: str) -> str:
     """A safe single folder name for an encoder's run: letters, digits, '-', '_' and '.' only, never '.' or '..'
     (e.g. 'timm:x/../../victim' -> 'timm_x_.._.._victim' is one name inside the study folder)."""
@@ -109,6 +129,29 @@ class Variant:
     encoder: str
     pretrained: bool | None = None
     recipe: str | None = None
+    overrides: tuple[tuple[str, Any], ...] = ()  # training keys this cell sets (decoder, loss, any --vary key)
+
+
+def grid_variants(encoders: Sequence[str], axes: dict[str, Sequence[Any]] | None = None) -> list[Variant]:
+    """Every cell of encoders x each axis (training key -> values, e.g. {"decoder": ["densedepth", "unet"],
+    "loss": ["silog"], "batch_size": [4, 16]}), encoder-major. A cell's name is its encoder text plus
+    `|key=value` for each axis with more than one value (`mobilenetv2|decoder=unet`); one-value axes apply
+    to every cell without naming it. A duplicate value on an axis raises ValueError (one line)."""
+    axes = {k: list(v) for k, v in (axes or {}).items()}
+    for key, values in axes.items():
+        if not values:
+            raise ValueError(f"grid axis '{key}' has no values")
+        dup = sorted({str(v) for v in values if values.count(v) > 1})
+        if dup:
+            raise ValueError(f"grid axis '{key}' repeats {', '.join(dup)}: every cell must be distinct")
+    cells: list[Variant] = []
+    for text in encoders:
+        base = parse_variant(text)
+        for combo in itertools.product(*axes.values()):
+            over = tuple(zip(axes, combo))
+            tag = "".join(f"|{k}={v}" for k, v in over if len(axes[k]) > 1)
+            cells.append(dataclasses.replace(base, name=base.name + tag, overrides=over))
+    return cells
 
 
 def parse_variant(text: str) -> Variant:
@@ -230,8 +273,10 @@ def run_grid(variants: Sequence[Variant], seeds: Sequence[int] | None, base: Tra
     if checkpoints and len(seed_list) > 1:
         raise ValueError("--checkpoints evaluates one given run per encoder; it cannot be combined with several "
                          "--seeds")
+    cfgs = {(v.name, seed): _cell_config(v, base, seed) for v in variants for seed in seed_list}  # all checked first
     folders = {v.name: out / run_folder_name(v.name) for v in variants if v.name not in checkpoints}
     clash = len(set(folders.values())) < len(folders)
+    check_study_out(out)
     out.mkdir(parents=True, exist_ok=True)
     if clash or any(f.resolve().parent != out.resolve() for f in folders.values()):
         raise ValueError(f"--encoders {', '.join(names)}: the run folders must be distinct names inside {out}")
@@ -242,9 +287,7 @@ def run_grid(variants: Sequence[Variant], seeds: Sequence[int] | None, base: Tra
     runs = []
     for v in variants:
         for seed in seed_list:
-            cfg = dataclasses.replace(base if v.recipe is None else with_recipe(base, v.recipe), encoder=v.encoder,
-                                      seed=seed,
-                                      **({} if v.pretrained is None else {"pretrained": v.pretrained}))
+            cfg = cfgs[(v.name, seed)]
             if v.name in checkpoints:
                 runs.append(_evaluate_given(v, seed, Path(checkpoints[v.name]), tests, datasets, size, dev))
                 continue
@@ -252,6 +295,20 @@ def run_grid(variants: Sequence[Variant], seeds: Sequence[int] | None, base: Tra
             runs.append(_train_and_evaluate(v, cfg, run_dir, tests, datasets, size, dev, train_dataset, data_key,
                                             overwrite, say))
     return runs
+
+
+def _cell_config(v: Variant, base: TrainConfig, seed: int) -> TrainConfig:
+    """The training config of one cell and seed (its recipe, encoder, initialisation and axis keys); a value a
+    key does not accept raises ConfigError naming the cell, before any run starts."""
+    cfg = base if v.recipe is None else with_recipe(base, v.recipe)
+    keys = {"encoder": v.encoder, "seed": seed, **({} if v.pretrained is None else {"pretrained": v.pretrained}),
+            **dict(v.overrides)}
+    try:
+        return dataclasses.replace(cfg, **keys)
+    except TypeError as e:  # a key TrainConfig does not have
+        raise ConfigError(f"grid cell {v.name}: {e}") from None
+    except ConfigError as e:
+        raise ConfigError(f"grid cell {v.name}: {e}") from None
 
 
 def _evaluate_given(v: Variant, seed: int, path: Path, tests, datasets, size, dev) -> Run:
@@ -309,18 +366,20 @@ def compare(encoders: list[str], base: TrainConfig, out_dir: str | Path, test_da
             median_scaling: bool = False, checkpoints: dict[str, str] | None = None, overwrite: bool = False,
             eval_limit: int | None = None, n_images: int = 4, latency_repeats: int = 5,
             seeds: Sequence[int] | None = None, baseline: str | None = None,
+            axes: dict[str, Sequence[Any]] | None = None,
             log: Callable[[str], None] | None = None) -> list[dict[str, Any]]:
     """Train/evaluate each encoder variant (per seed) and write the comparison (see module docstring).
 
     encoders: names, each optionally ':scratch' / ':pretrained' (`parse_variant`). seeds: None = one run per
     variant at base.seed (folder `<out>/<variant>/`); else every variant trains once per seed and the table
     gives mean, sd and 95% interval over seeds, and the paired difference from `baseline` (default: the
-    first variant). Returns one row per variant (metrics: the mean over seeds)."""
-    variants = [parse_variant(e) for e in encoders]
+    first variant). axes: training key -> values crossed with the encoders (`grid_variants`: --decoders,
+    --losses, --vary). Returns one row per cell (metrics: the mean over seeds)."""
+    variants = grid_variants(encoders, axes)
     names = [v.name for v in variants]
     baseline = names[0] if baseline is None and names else baseline
     if baseline not in names:
-        raise ValueError(f"--baseline {baseline!r} is not one of --encoders ({', '.join(names)})")
+        raise ValueError(f"--baseline {baseline!r} is not one of the cells ({', '.join(names)})")
     test = EvalSet("test", test_data, protocol, crop, median_scaling, test_split, eval_limit)
     runs = run_grid(variants, seeds, base, out_dir, [test], checkpoints=checkpoints, overwrite=overwrite, log=log)
     out = Path(out_dir)
@@ -347,7 +406,7 @@ def compare(encoders: list[str], base: TrainConfig, out_dir: str | Path, test_da
         else:
             row.update({m: metrics[m] for m in report.METRIC_COLUMNS})
         row.update({"params_M": sum(p.numel() for p in model.parameters()) / 1e6,
-                    "gflops": model_gflops(model, *size),
+                    "gflops": model_gflops(model, *size), "gflops_480x640": model_gflops(model, 480, 640),
                     "train_min": statistics.fmean(r.seconds for r in mine) / 60,
                     "latency_ms": forward_latency_ms(model, *size, repeats=latency_repeats),
                     "n_images": metrics["n_images"], "how": describe(metrics), "device": device})
@@ -373,9 +432,22 @@ def compare(encoders: list[str], base: TrainConfig, out_dir: str | Path, test_da
                                       [base_runs[k].metrics["test"][m] for k in seeds_])
                 diff[m] = s
                 row.update({f"diff_{m}_mean": s.mean, f"diff_{m}_ci_lo": s.lo, f"diff_{m}_ci_hi": s.hi})
+            diff["verdict"] = verdict(diff["d1"], diff["abs_rel"])
+            row["verdict"] = diff["verdict"]
             diffs.append(diff)
     _write(out, rows, runs, histories, grid_preds, shown, base, multi, baseline, diffs)
     return rows
+
+
+def verdict(d1: Any, abs_rel: Any) -> str:
+    """Whether a paired difference is resolved: its 95% interval excludes 0 ("real") or not ("noise"), for
+    delta1 and abs rel."""
+    def one(name: str, s: Any) -> str:
+        if not (math.isfinite(s.lo) and math.isfinite(s.hi)):
+            return f"{name}: n/a"
+        return f"{name}: {'real' if s.lo > 0 or s.hi < 0 else 'noise'}"
+
+    return f"{one('d1', d1)}; {one('abs_rel', abs_rel)}"
 
 
 def _seed_note(runs: list[Run], baseline: str) -> str:
@@ -410,7 +482,7 @@ def _write(out: Path, rows, runs, histories, grid_preds, shown, base: TrainConfi
     if multi:
         shown_rows = _text_rows(rows, runs, columns)
         diff_rows = [{**d, **{m: d[m].text() for m in report.METRIC_COLUMNS}} for d in diffs]
-        diff_cols = ["encoder", "seeds", *report.METRIC_COLUMNS]
+        diff_cols = ["encoder", "seeds", *report.METRIC_COLUMNS, "verdict"]
         seed_note = _seed_note(runs, baseline)
         md += seed_note + "\n\n" + report.markdown_table(shown_rows, columns)
         md += f"\n## Paired difference from {baseline}\n\n" + report.markdown_table(diff_rows, diff_cols)
@@ -419,14 +491,15 @@ def _write(out: Path, rows, runs, histories, grid_preds, shown, base: TrainConfi
         csv_columns = ["encoder", "seeds"] + [f"{m}{s}" for m in report.METRIC_COLUMNS
                                               for s in ("", "_sd", "_ci_lo", "_ci_hi")] + \
             [f"diff_{m}_{s}" for m in report.METRIC_COLUMNS for s in ("mean", "ci_lo", "ci_hi")] + \
-            ["params_M", "gflops", "train_min", "latency_ms"]
+            ["verdict", "params_M", "gflops", "gflops_480x640", "train_min", "latency_ms"]
         report.plot_loss_bands(histories, out / "loss_curves.png")
         _write_runs_csv(out, runs)
     else:
         md += report.markdown_table(rows, columns)
         sections.append(("Results", f"<p>{note}</p>" + report.html_table(rows, columns)))
         report.plot_loss_curves({k: h[0] for k, h in histories.items()}, out / "loss_curves.png")
-    report.write_text(out / "comparison.md", md)
+    report.plot_pareto(rows, out / "pareto.png")
+    report.write_text(out / "comparison.md", md + "\n![Pareto](pareto.png)\n")
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=[*csv_columns, "n_images", "how", "device"], extrasaction="ignore")
     writer.writeheader()
@@ -437,6 +510,7 @@ def _write(out: Path, rows, runs, histories, grid_preds, shown, base: TrainConfi
         report.plot_prediction_grid(rgbs, gts, grid_preds, out / "predictions.png", valids=valids)
     page = report.html_page("Encoder comparison", [
         *sections,
+        ("Pareto: delta1 against latency and parameters", "<img src='pareto.png'>"),
         ("Loss curves", "<img src='loss_curves.png'>"),
         ("Predictions", "<img src='predictions.png'>"),
     ])

@@ -20,14 +20,19 @@ from typing import Any
 
 import yaml
 
+from transferdepth.inference.checkpoint import MAX_DECODER_WIDTH
+from transferdepth.models.decoders import available_decoders
 from transferdepth.recipe import (
     DEFAULT_PRESET,
     DENSEDEPTH_SWAP_P,
     MAX_DEPTH_M,
     MIN_DEPTH_M,
+    OUTPUT_SPACES,
     PRESETS,
     check_depth_range,
 )
+from transferdepth.training.losses import LOSSES
+from transferdepth.utils import PROGRESS_MODES
 
 
 class ConfigError(ValueError):
@@ -40,7 +45,13 @@ class TrainConfig:
         "help": f"preset applied before the YAML file and flags: {', '.join(PRESETS)}"})
     # model
     encoder: str = field(default="densenet169", metadata={"help": "encoder name (see `weights list`) or timm:<name>"})
-    decoder_width: float = field(default=0.5, metadata={"help": "decoder channels = width * bottleneck channels"})
+    decoder_width: float = field(default=0.5, metadata={
+        "help": "decoder size: densedepth's channels = width * bottleneck channels; every other decoder's "
+                "= width * its reference's (1.0 = the reference)"})
+    decoder: str = field(default="densedepth", metadata={
+        "help": "decoder (models/decoders): densedepth, unet, fpn, bts, fastdepth, dpt"})
+    output_space: str | None = field(default=None, metadata={
+        "help": "what the network regresses: depthnorm, metric, log or disparity (none: the decoder's own)"})
     pretrained: bool = field(default=True, metadata={"help": "start from ImageNet weights"})
     encoder_weights: str | None = field(default=None, metadata={"help": "ImageNet checkpoint file to use"})
     batchnorm: str = field(default="train", metadata={
@@ -90,6 +101,8 @@ class TrainConfig:
         "help": "linear learning-rate warm-up over this fraction of the run's steps"})
     lr_schedule: str = field(default="constant", metadata={
         "help": "learning rate after warm-up: constant, or cosine (decays to 0 at the last step)"})
+    loss: str = field(default="densedepth", metadata={
+        "help": "training loss: densedepth (its terms: w_depth, w_grad, w_ssim, grad_term), silog, berhu, ssi"})
     w_depth: float = field(default=0.1, metadata={"help": "weight of the L1 depth term"})
     w_grad: float = field(default=1.0, metadata={"help": "weight of the L1 gradient term"})
     w_ssim: float = field(default=1.0, metadata={"help": "weight of the (1 - SSIM)/2 term"})
@@ -108,9 +121,12 @@ class TrainConfig:
     val_max_images: int = field(default=64, metadata={"help": "validation images per validation"})
     ckpt_every: int = field(default=500, metadata={"help": "steps between checkpoints (always at the end)"})
     tensorboard: bool = field(default=True, metadata={"help": "write TensorBoard scalars and image grids"})
-    progress: bool = field(default=True, metadata={"help": "show a tqdm progress bar"})
+    progress: str = field(default="auto", metadata={
+        "help": "progress: auto (a bar on a terminal, else a plain line every 10%% or 30 s), bar, plain, none "
+                "(true/false: auto/none)"})
 
     def __post_init__(self) -> None:
+        self.progress = _progress_mode(self.progress)
         for name in _FLOAT_FIELDS:
             value = getattr(self, name)
             if value is not None and not math.isfinite(value):
@@ -127,10 +143,23 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
 
+MAX_SEED = 2**32 - 1  # numpy's np.random.seed takes seeds below 2**32
+MAX_SIDE = 8192  # pixels, height and width of training inputs
+MAX_BATCH_SIZE = 4096
+
+
 CHOICES = {"recipe": tuple(PRESETS), "batchnorm": ("train", "frozen"), "amp": ("auto", "bf16", "fp16", "off"),
            "decoder_init": ("torch", "glorot"), "input_norm": ("imagenet", "none"),
            "target_resize": ("mask_mean", "inverse_antialias"), "shuffle": ("epoch", "fixed"),
-           "grad_term": ("mean", "tf"), "lr_schedule": ("constant", "cosine")}
+           "grad_term": ("mean", "tf"), "lr_schedule": ("constant", "cosine"), "progress": PROGRESS_MODES,
+           "decoder": tuple(available_decoders()), "loss": tuple(LOSSES)}
+
+
+def _progress_mode(value: Any) -> Any:
+    """`progress` as a mode; true/false (the key was a bool before) mean auto/none."""
+    if isinstance(value, bool) or (isinstance(value, str) and value.lower() in ("true", "false")):
+        return "auto" if value in (True, "true", "True", "TRUE") else "none"
+    return value
 
 
 def _checks(c: TrainConfig) -> list[tuple[bool, str]]:
@@ -138,11 +167,14 @@ def _checks(c: TrainConfig) -> list[tuple[bool, str]]:
     odd = [f"{k}={v}" for k, v in (("height", c.height), ("width", c.width)) if v % 2]
     return [
         *((getattr(c, k) in v, f"{k} must be one of {', '.join(v)}; got {getattr(c, k)!r}") for k, v in CHOICES.items()),
-        (c.decoder_width > 0, "decoder_width must be > 0"),
-        (c.height >= 32 and c.width >= 32, "height and width must be >= 32 pixels"),
+        (0 < c.decoder_width <= MAX_DECODER_WIDTH, f"decoder_width must be in (0, {MAX_DECODER_WIDTH:g}]"),
+        (c.output_space is None or c.output_space in OUTPUT_SPACES,
+         f"output_space must be one of {', '.join(OUTPUT_SPACES)} or null; got {c.output_space!r}"),
+        (32 <= c.height <= MAX_SIDE and 32 <= c.width <= MAX_SIDE,
+         f"height and width must be >= 32 and <= {MAX_SIDE} pixels"),
         (not odd, f"height and width must be even: the network predicts at half resolution and an odd size "
                   f"({', '.join(odd)}) gives a prediction one pixel larger than its half-resolution target"),
-        (c.batch_size >= 1, "batch_size must be >= 1"),
+        (1 <= c.batch_size <= MAX_BATCH_SIZE, f"batch_size must be in [1, {MAX_BATCH_SIZE}]"),
         (c.epochs >= 1, "epochs must be >= 1"),
         (c.max_steps is None or c.max_steps >= 1, "max_steps must be >= 1"),
         (c.lr > 0, "lr must be > 0"),
@@ -157,7 +189,7 @@ def _checks(c: TrainConfig) -> list[tuple[bool, str]]:
         (0 <= c.flip_p <= 1 and 0 <= c.swap_p <= 1, "flip_p and swap_p must be in [0, 1]"),
         (c.nan_patience >= 1, "nan_patience must be >= 1"),
         (c.num_workers >= 0, "num_workers must be >= 0"),
-        (c.seed >= 0, "seed must be >= 0"),
+        (0 <= c.seed <= MAX_SEED, f"seed must be in [0, {MAX_SEED}]"),
         (c.log_every >= 1 and c.ckpt_every >= 1 and c.val_every >= 0,
          "log_every and ckpt_every must be >= 1, val_every >= 0"),
         (c.val_max_images >= 1, "val_max_images must be >= 1"),
@@ -169,7 +201,7 @@ FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
 _HINTS = typing.get_type_hints(TrainConfig)
 # keys that define the network: a resume with another value is refused
 ARCHITECTURE_KEYS = ("encoder", "decoder_width", "min_depth", "max_depth", "decoder_act_a", "bottleneck_relu",
-                     "input_norm")
+                     "input_norm", "decoder", "output_space")
 
 
 def _base_type(name: str) -> tuple[type, bool]:
@@ -190,6 +222,8 @@ def coerce(name: str, value: Any, source: str = "config") -> Any:
         close = difflib.get_close_matches(name, FIELDS, n=1)
         hint = f" (did you mean '{close[0]}'?)" if close else ""
         raise ConfigError(f"{source}: unknown key '{name}'{hint}; valid keys: {', '.join(FIELDS)}")
+    if name == "progress":
+        value = _progress_mode(value)
     typ, optional = _base_type(name)
     if value is None or (isinstance(value, str) and value.lower() in ("none", "null") and optional):
         if optional:
@@ -270,13 +304,26 @@ def _same(a: Any, b: Any) -> bool:
     return a == b
 
 
-def _read_yaml(path: Path) -> dict[str, Any]:
+def read_yaml_file(path: str | os.PathLike) -> Any:
+    """The YAML document of a config file a user gave, read safely: a regular file of at most
+    `utils.MAX_CONFIG_BYTES` (a FIFO or a link to a device is refused without blocking), not nested too
+    deeply. Raises ConfigError naming the file, one line."""
+    from transferdepth.utils import UserFileError, read_user_text
+
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        return yaml.safe_load(read_user_text(path, "YAML config file"))
     except FileNotFoundError:
         raise ConfigError(f"config file {path} does not exist") from None
+    except UserFileError as e:
+        raise ConfigError(str(e)) from None
+    except RecursionError:
+        raise ConfigError(f"{path}: YAML nested too deeply to be a config file") from None
     except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML ({e})") from None
+        raise ConfigError(f"{path}: not valid YAML ({' '.join(str(e).split())})") from None
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    data = read_yaml_file(path) or {}
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping of keys to values, got {type(data).__name__}")
     return {k: coerce(k, v, str(path)) for k, v in data.items()}

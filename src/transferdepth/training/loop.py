@@ -24,10 +24,8 @@ from transferdepth.training import state as tstate
 from transferdepth.training import step as tstep
 from transferdepth.training.config import ConfigError, TrainConfig, init_conflicts, save_config
 from transferdepth.training.validation import validate_and_log
-from transferdepth.utils import atomic_write
+from transferdepth.utils import atomic_write, progress
 from transferdepth.weights.build import build_model
-
-LOGGED_TERMS = ("loss", "depth", "grad", "ssim")
 
 
 @dataclass
@@ -92,7 +90,8 @@ def build(cfg: TrainConfig) -> DepthNet:
     pretrained: bool | str = False if cfg.init_checkpoint else (cfg.encoder_weights or cfg.pretrained)
     model = build_model(cfg.encoder, cfg.decoder_width, pretrained=pretrained, min_depth=cfg.min_depth,
                         max_depth=cfg.max_depth, decoder_act_a=cfg.decoder_act_a, bottleneck_relu=cfg.bottleneck_relu,
-                        decoder_init=cfg.decoder_init, bn_momentum=cfg.bn_momentum, input_norm=cfg.input_norm)
+                        decoder_init=cfg.decoder_init, bn_momentum=cfg.bn_momentum, input_norm=cfg.input_norm,
+                        decoder=cfg.decoder, output_space=cfg.output_space)
     if cfg.init_checkpoint:
         model.load_state_dict(load_checkpoint(cfg.init_checkpoint).state_dict())
     return model
@@ -191,11 +190,9 @@ class _RunLog:
             from torch.utils.tensorboard import SummaryWriter
 
             self.writer = SummaryWriter(str(out / "tb"), purge_step=step if run.resume else None)
-        if cfg.progress:
-            from tqdm import tqdm
-
-            self.bar = tqdm(total=run.total_steps, initial=step, desc=f"train {cfg.encoder}", unit="step",
-                            dynamic_ncols=True)
+        if cfg.progress != "none":  # a bar on a terminal, plain lines in a log (utils.progress)
+            self.bar = progress(total=run.total_steps, initial=step, desc=f"train {cfg.encoder}", unit="step",
+                                mode=cfg.progress)
 
     def step(self, run: _Run, terms: dict[str, float], images: int) -> None:
         """Count a step; every `log_every` steps (and the last) write history.jsonl, TensorBoard, tqdm."""
@@ -216,8 +213,8 @@ class _RunLog:
         if self.bar is not None:
             self.bar.set_postfix(loss=f"{terms['loss']:.4f}", img_s=f"{ips:.1f}")
         if self.writer is not None:
-            for k in LOGGED_TERMS:
-                self.writer.add_scalar(f"train/{k}", terms[k], step)
+            for k, v in terms.items():  # the loss and its terms (each loss names its own)
+                self.writer.add_scalar(f"train/{k}", v, step)
             self.writer.add_scalar("train/lr", rec["lr"], step)
             self.writer.add_scalar("train/images_per_s", ips, step)
 

@@ -177,3 +177,123 @@ def depth_loss(
         terms = {"depth": l_depth.item(), "grad": l_grad.item(), "ssim": l_ssim.item(), "loss": loss.item()}
         return loss, terms
     return loss
+
+
+# --- the loss zoo -----------------------------------------------------------------------------------------
+# Every loss takes the network's raw output in its output space (`recipe.OUTPUT_SPACES`) and works in its own
+# space: densedepth in DepthNorm, silog in log metres, berhu in metres, ssi in disparity (1 / metres). The
+# conversion between spaces inside training is not clamped to the depth range (a clamp would stop the gradient
+# of a prediction that starts outside it); only positivity is guarded (`_EPS`).
+
+_EPS = 1e-6
+
+
+def to_space(v: Tensor, space: str, to: str, max_depth: float) -> Tensor:
+    """A network output in `space` expressed in `to` (both from `recipe.OUTPUT_SPACES`), differentiably."""
+    if space == to:
+        return v
+    metres = {"depthnorm": lambda: max_depth / v.clamp(min=_EPS), "metric": lambda: v.clamp(min=_EPS),
+              "log": lambda: torch.exp(v), "disparity": lambda: 1.0 / v.clamp(min=_EPS)}
+    if space not in metres:
+        raise ValueError(f"unknown output space {space!r}")
+    d = metres[space]()
+    out = {"depthnorm": lambda: max_depth / d, "metric": lambda: d, "log": lambda: torch.log(d),
+           "disparity": lambda: 1.0 / d}
+    if to not in out:
+        raise ValueError(f"unknown output space {to!r}")
+    return out[to]()
+
+
+def silog_loss(pred: Tensor, depth_m: Tensor, valid: Tensor, *, space: str = "log", max_depth: float = MAX_DEPTH_M,
+               min_depth: float = MIN_DEPTH_M, variance_focus: float = 0.85, scale: float = 10.0,
+               ) -> tuple[Tensor, dict[str, float]]:
+    """Scale-invariant log loss (Eigen et al.; BTS / AdaBins' form): g = ln(pred) - ln(target) over the batch's
+    valid pixels, ``scale * sqrt(mean(g^2) - variance_focus * mean(g)^2)``. Target clamped to the range."""
+    depth_m, valid = _as_n1hw(depth_m, "depth_m"), _as_n1hw(valid, "valid").bool()
+    with torch.autocast(device_type=pred.device.type, enabled=False):
+        logp = to_space(pred.float(), space, "log", max_depth)
+        g = (logp - torch.log(depth_m.float().clamp(min_depth, max_depth)))[valid]
+        if g.numel() == 0:
+            loss = pred.sum() * 0.0
+        else:
+            loss = scale * torch.sqrt((g * g).mean() - variance_focus * g.mean() ** 2 + 1e-12)
+    return loss, {"silog": loss.item(), "loss": loss.item()}
+
+
+def berhu_loss(pred: Tensor, depth_m: Tensor, valid: Tensor, *, space: str = "metric", max_depth: float = MAX_DEPTH_M,
+               min_depth: float = MIN_DEPTH_M, c_ratio: float = 0.2) -> tuple[Tensor, dict[str, float]]:
+    """Reverse Huber (FCRN, Laina et al. 2016) on metres over the batch's valid pixels: |r| where |r| <= c,
+    (r^2 + c^2) / (2c) above, c = c_ratio * max |r| (the batch's, not differentiated)."""
+    depth_m, valid = _as_n1hw(depth_m, "depth_m"), _as_n1hw(valid, "valid").bool()
+    with torch.autocast(device_type=pred.device.type, enabled=False):
+        r = (to_space(pred.float(), space, "metric", max_depth) - depth_m.float().clamp(min_depth, max_depth))[valid]
+        if r.numel() == 0:
+            loss = pred.sum() * 0.0
+        else:
+            a = r.abs()
+            c = (c_ratio * a.max()).detach().clamp(min=1e-6)
+            loss = torch.where(a <= c, a, (a * a + c * c) / (2 * c)).mean()
+    return loss, {"berhu": loss.item(), "loss": loss.item()}
+
+
+def _median_mad(x: Tensor, m: Tensor) -> tuple[Tensor, Tensor]:
+    """Per image: median and mean absolute deviation from it over the mask (N,1,H,W) -> (N,1,1,1) each."""
+    meds, mads = [], []
+    for xi, mi in zip(x, m):
+        v = xi[mi]
+        med = v.median() if v.numel() else xi.new_zeros(())
+        meds.append(med)
+        mads.append((v - med).abs().mean().clamp(min=1e-6) if v.numel() else xi.new_ones(()))
+    return torch.stack(meds).view(-1, 1, 1, 1), torch.stack(mads).view(-1, 1, 1, 1)
+
+
+def ssi_loss(pred: Tensor, depth_m: Tensor, valid: Tensor, *, space: str = "disparity", max_depth: float = MAX_DEPTH_M,
+             min_depth: float = MIN_DEPTH_M, alpha: float = 0.5, scales: int = 4) -> tuple[Tensor, dict[str, float]]:
+    """MiDaS' scale-and-shift-invariant loss in disparity (Ranftl et al. 2020, eqs. 5-7 and 11): prediction and
+    target are each normalised per image by their median and mean absolute deviation over valid pixels;
+    ``ssimae = sum |p - t| / (2 M)`` plus ``alpha`` x the gradient matching term on R = p - t at `scales` scales
+    (every 2^k-th pixel), ``sum_k sum (|dx R| + |dy R|) / M`` with differences only between valid pixels; M is
+    the batch's number of valid pixels."""
+    depth_m, valid = _as_n1hw(depth_m, "depth_m"), _as_n1hw(valid, "valid").bool()
+    with torch.autocast(device_type=pred.device.type, enabled=False):
+        p = to_space(pred.float(), space, "disparity", max_depth)
+        t = 1.0 / depth_m.float().clamp(min_depth, max_depth)
+        pm, ps = _median_mad(p, valid)
+        tm, ts = _median_mad(t, valid)
+        vf = valid.float()
+        r = torch.where(valid, (p - pm) / ps - (t - tm) / ts, 0.0)  # holes hold anything: never multiplied
+        m = valid.sum().clamp(min=1).float()
+        data = r.abs().sum() / (2 * m)
+        reg = pred.new_zeros(()).float()
+        for k in range(scales):
+            s = 2 ** k
+            rk, vk = r[..., ::s, ::s], vf[..., ::s, ::s]
+            dx = (rk[..., :, 1:] - rk[..., :, :-1]).abs() * vk[..., :, 1:] * vk[..., :, :-1]
+            dy = (rk[..., 1:, :] - rk[..., :-1, :]).abs() * vk[..., 1:, :] * vk[..., :-1, :]
+            reg = reg + (dx.sum() + dy.sum()) / vk.sum().clamp(min=1)
+        loss = data + alpha * reg
+    return loss, {"ssi": data.item(), "grad": reg.item(), "loss": loss.item()}
+
+
+def densedepth_loss(pred: Tensor, depth_m: Tensor, valid: Tensor, *, space: str = "depthnorm",
+                    **kw) -> tuple[Tensor, dict[str, float]]:
+    """`depth_loss` (DenseDepth's, in DepthNorm) on a prediction in any output space."""
+    max_depth = kw.get("max_depth", MAX_DEPTH_M)
+    return depth_loss(to_space(pred, space, "depthnorm", max_depth), depth_m, valid, return_terms=True, **kw)
+
+
+# name -> (function, the space it works in). `TrainConfig.loss` picks one; densedepth's term weights and
+# grad_term are its ablation keys (w_depth, w_grad, w_ssim, grad_term).
+LOSSES = {"densedepth": (densedepth_loss, "depthnorm"), "silog": (silog_loss, "log"),
+          "berhu": (berhu_loss, "metric"), "ssi": (ssi_loss, "disparity")}
+
+
+def compute_loss(name: str, pred: Tensor, depth_m: Tensor, valid: Tensor, *, space: str,
+                 **kw) -> tuple[Tensor, dict[str, float]]:
+    """The loss `name` of a network output `pred` in output space `space` against metres; (loss, terms)."""
+    if name not in LOSSES:
+        raise ValueError(f"unknown loss '{name}'; registered: {', '.join(LOSSES)}")
+    fn = LOSSES[name][0]
+    if pred.shape != _as_n1hw(depth_m, "depth_m").shape:
+        raise ValueError(f"{name} loss: prediction {tuple(pred.shape)} and target {tuple(depth_m.shape)} differ")
+    return fn(pred, depth_m, valid, space=space, **kw)

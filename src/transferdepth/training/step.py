@@ -14,7 +14,7 @@ from torch import Tensor, nn
 
 from transferdepth.models import DepthNet
 from transferdepth.training.config import TrainConfig
-from transferdepth.training.losses import depth_loss
+from transferdepth.training.losses import compute_loss
 from transferdepth.training.setup import all_true, autocast
 
 
@@ -68,9 +68,11 @@ def set_lr(opt: torch.optim.Optimizer, cfg: TrainConfig, factor: float) -> None:
 
 
 def loss_options(cfg: TrainConfig, model: DepthNet) -> dict[str, Any]:
-    """Keyword arguments of `depth_loss` for this run: weights and the model's depth range (metres)."""
-    kw: dict[str, Any] = {"w_depth": cfg.w_depth, "w_grad": cfg.w_grad, "w_ssim": cfg.w_ssim,
-                          "max_depth": model.max_depth, "min_depth": model.min_depth, "grad_term": cfg.grad_term}
+    """Keyword arguments of this run's loss (`cfg.loss`, `training.losses.LOSSES`): the model's depth range
+    (metres), and for the DenseDepth loss its term weights and gradient term."""
+    kw: dict[str, Any] = {"max_depth": model.max_depth, "min_depth": model.min_depth}
+    if cfg.loss == "densedepth":
+        kw |= {"w_depth": cfg.w_depth, "w_grad": cfg.w_grad, "w_ssim": cfg.w_ssim, "grad_term": cfg.grad_term}
     return kw
 
 
@@ -106,6 +108,7 @@ class TrainStep:
         self.net, self.model, self.opt, self.device, self.amp = net, model, opt, device, amp
         self.grad_clip, self.channels_last = cfg.grad_clip, cfg.channels_last
         self.loss_kw = loss_options(cfg, model)
+        self.loss_name, self.space = cfg.loss, model.output_space
         self.scaler = torch.amp.GradScaler(device.type, enabled=amp == torch.float16)
         self.params = [p for p in model.parameters() if p.requires_grad]
         self.bn_buffers = _bn_buffers(model)
@@ -116,7 +119,7 @@ class TrainStep:
             x = x.contiguous(memory_format=torch.channels_last)
         with autocast(self.device, self.amp):
             pred = self.net(x)
-        loss, terms = depth_loss(pred, depth, valid, return_terms=True, **self.loss_kw)
+        loss, terms = compute_loss(self.loss_name, pred, depth, valid, space=self.space, **self.loss_kw)
         self.opt.zero_grad(set_to_none=True)
         ok = all_true(math.isfinite(terms["loss"]), self.device)
         if ok:

@@ -5,9 +5,11 @@
     GET  /healthz    liveness (never needs the API key)
     GET  /           the page (static/, no external network); /docs: OpenAPI
 
-Every error is a JSON body `{"detail": "<one line>"}`. Inference runs on one worker thread, off the event
-loop; at most `queue_size` depth requests are admitted at once, more get 503 with Retry-After. Bodies over
-`max_body_bytes` get 413 as soon as that is known (from Content-Length, before reading the body). Each
+Every error is a JSON body `{"detail": "<one line>"}`, and each failed request one log line (the traceback
+at debug level). Inference runs on one worker thread, off the event loop; at most `queue_size` depth
+requests are admitted at once (once their body has arrived: a slow upload holds no slot, and a body not
+received within `body_timeout_s` gets 408), more get 503 with Retry-After. Bodies over `max_body_bytes` get
+413 as soon as that is known (from Content-Length, before reading the body). Each
 request's upload lives in its own temporary folder, removed when the request ends, whatever happens.
 """
 
@@ -26,7 +28,7 @@ from fastapi.staticfiles import StaticFiles
 
 from transferdepth._version import __version__
 from transferdepth.apps.serve.engine import Engine
-from transferdepth.apps.serve.errors import add_error_handlers
+from transferdepth.apps.serve.errors import LogErrors, add_error_handlers
 from transferdepth.apps.serve.limits import Admission, Guard, Settings
 from transferdepth.apps.serve.routes import STATIC, Runtime, add_routes
 
@@ -57,6 +59,7 @@ def create_app(engine: Engine, settings: Settings | None = None) -> FastAPI:
                   description="Monocular depth in metres. POST an image to /v1/depth.")
     app.state.engine, app.state.settings, app.state.tmp_root = engine, settings, None
     app.add_middleware(Guard, settings=settings)
+    app.add_middleware(LogErrors)  # added last: outermost, so it sees every exception a request raises
     add_error_handlers(app)
     add_routes(app, Runtime(engine, settings, executor, tmp_root, Admission(settings)))
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
@@ -75,7 +78,8 @@ def serve_in_thread(app: FastAPI, host: str = "127.0.0.1", port: int = 0,
     sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, port))
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+    settings: Settings = app.state.settings
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", timeout_keep_alive=settings.keep_alive_s))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + timeout_s

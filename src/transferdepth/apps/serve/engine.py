@@ -26,6 +26,10 @@ class Options:
     input_size: tuple[int, int] | None = None  # (H, W) the network sees
 
 
+class OptionsError(ValueError):
+    """Per-request options this engine cannot honour (answered 422 before the body is read)."""
+
+
 class Engine(Protocol):
     """What the server needs from an engine."""
 
@@ -49,8 +53,11 @@ class TorchEngine:
                  max_pixels: int | None = DEFAULT_MAX_PIXELS):
         self.checkpoint = str(checkpoint)
         self.estimator = DepthEstimator.from_pretrained(checkpoint, device=device, max_pixels=max_pixels)
-        self.max_pixels = max_pixels
+        self.max_pixels, self.max_side = max_pixels, self.estimator.max_side
         self.min_depth, self.max_depth = self.estimator.min_depth, self.estimator.max_depth
+
+    def check_options(self, options: Options) -> None:
+        """Every option is honoured by the torch engine."""
 
     def _estimator(self, options: Options) -> DepthEstimator:
         est = self.estimator
@@ -85,16 +92,21 @@ class OnnxEngine:
                  threads: int | None = None):
         self.source, self.max_pixels = str(source), max_pixels
         self.estimator = DepthEstimator.from_onnx(source, threads=threads, max_pixels=max_pixels)
-        self.meta = self.estimator.meta
+        self.meta, self.max_side = self.estimator.meta, self.estimator.max_side
         self.min_depth, self.max_depth = self.estimator.min_depth, self.estimator.max_depth
+
+    def check_options(self, options: Options) -> None:
+        """OptionsError for flip=false on a `--flip` export (it averages inside its graph)."""
+        if options.flip is False and self.estimator.graph_flip:
+            raise OptionsError("flip=false: this model was exported with --flip (flip averaging inside the "
+                               "graph); omit flip or serve an export without --flip")
 
     def predict_rgb(self, rgb: np.ndarray, options: Options) -> np.ndarray:
         est = self.estimator
         if (options.flip is not None and options.flip != est.flip) or options.input_size is not None:
             est = copy.copy(est)  # shares the session; only the per-request options differ
             if options.flip is not None:
-                if not options.flip and est.graph_flip:
-                    raise ValueError("flip=false: this model was exported with flip averaging inside the graph")
+                self.check_options(options)
                 est.flip = options.flip
             est.input_size = options.input_size if options.input_size is not None else est.input_size
         return est.predict_rgb([rgb])[0]

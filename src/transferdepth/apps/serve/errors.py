@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import logging
+from typing import Any
+
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
+
+log = logging.getLogger("transferdepth.serve")
 
 
 class ApiError(Exception):
@@ -46,5 +52,43 @@ def add_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _internal(request: Request, exc: Exception) -> JSONResponse:
-        line = (str(exc).splitlines() or [""])[0]
-        return error_response(500, f"internal error: {type(exc).__name__}: {line}")
+        return error_response(500, internal_message(exc))
+
+
+def internal_message(exc: BaseException) -> str:
+    """'internal error: <type>: <first line of the message>' (what a 500 says and the log line says)."""
+    line = (str(exc).splitlines() or [""])[0]
+    return f"internal error: {type(exc).__name__}: {line}"
+
+
+class LogErrors:
+    """ASGI middleware, outermost: an exception that escapes a request is answered 500 (one line of JSON,
+    when no response has started) and logged as ONE line on `transferdepth.serve` (the traceback only at
+    debug level); a client that disconnects before its request is read is one warning line, no traceback."""
+
+    def __init__(self, app: Any):
+        self.app = app
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        started = False
+
+        async def tracked(message: dict) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        where = f"{scope.get('method', '?')} {scope.get('path', '?')}"
+        try:
+            await self.app(scope, receive, tracked)
+        except ClientDisconnect:
+            log.warning("%s: the client disconnected before its request was read", where)
+        except Exception as exc:  # noqa: BLE001 - every other failure: one line, the traceback at debug level
+            log.error("%s: 500 %s", where, internal_message(exc))
+            log.debug("%s: traceback", where, exc_info=True)
+            if not started:
+                try:
+                    await error_response(500, internal_message(exc))(scope, receive, send)
+                except OSError:  # the client has gone too
+                    pass

@@ -23,6 +23,8 @@ class Settings:
     api_key: str | None = None
     tmp_dir: str | None = None  # where per-request temporary folders go (default: the system's)
     retry_after_s: int = 1
+    body_timeout_s: float = 30.0  # a request body not received within this is answered 408 (slow uploads)
+    keep_alive_s: float = 5.0  # uvicorn's timeout_keep_alive: an idle connection is closed after this
 
 
 class BodyTooLarge(Exception):
@@ -30,17 +32,24 @@ class BodyTooLarge(Exception):
 
 
 class Admission:
-    """At most `settings.queue_size` depth requests admitted at once; the next gets 503 with Retry-After."""
+    """At most `settings.queue_size` depth requests admitted at once; the next gets 503 with Retry-After.
+
+    A request is admitted once its body has arrived (a slow upload holds no slot); `check` answers 503
+    before the body is read when the queue is already full."""
 
     def __init__(self, settings: Settings):
         self.settings, self.admitted = settings, 0
 
-    @contextmanager
-    def admit(self) -> Iterator[None]:
+    def check(self) -> None:
+        """503 with Retry-After when `queue_size` requests are admitted already."""
         s = self.settings
         if self.admitted >= s.queue_size:
             raise ApiError(503, f"server busy: {self.admitted} requests queued (limit {s.queue_size}); retry later",
                            {"Retry-After": str(s.retry_after_s)})
+
+    @contextmanager
+    def admit(self) -> Iterator[None]:
+        self.check()
         self.admitted += 1
         try:
             yield

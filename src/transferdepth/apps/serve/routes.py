@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import math
 import tempfile
 import time
 from collections.abc import Callable
@@ -20,7 +21,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
 from transferdepth.api.predict import SUFFIXES, OutputOptions, write_outputs
-from transferdepth.apps.serve.engine import Engine, Options
+from transferdepth.apps.serve.engine import Engine, Options, OptionsError
 from transferdepth.apps.serve.errors import ApiError
 from transferdepth.apps.serve.limits import Admission, BodyTooLarge, Settings
 from transferdepth.geometry import camera
@@ -45,14 +46,31 @@ class Runtime:
     admission: Admission
 
 
-def parse_size(text: str | None) -> tuple[int, int] | None:
-    """'240x320' (HEIGHTxWIDTH) -> (240, 320); None -> None; ApiError 422 otherwise."""
+def parse_size(text: str | None, max_pixels: int | None = None, max_side: int | None = None
+               ) -> tuple[int, int] | None:
+    """'240x320' (HEIGHTxWIDTH) -> (240, 320); None -> None; ApiError 422 otherwise. Each side 32..max_side
+    (the engine's: what the network sees by default at most) and H x W within the server's pixel limit."""
     if text is None or text == "":
         return None
     h, _, w = text.lower().partition("x")
-    if not (h.isdigit() and w.isdigit() and int(h) >= 32 and int(w) >= 32):
-        raise ApiError(422, f"input_size: expected HEIGHTxWIDTH, each at least 32 pixels (e.g. 240x320), got '{text}'")
+    top = f"..{max_side}" if max_side else " or more"
+    if not (h.isascii() and h.isdigit() and w.isascii() and w.isdigit() and len(h) <= 9 and len(w) <= 9
+            and 32 <= int(h) <= (max_side or 10**9) and 32 <= int(w) <= (max_side or 10**9)):
+        raise ApiError(422, f"input_size: expected HEIGHTxWIDTH, each 32{top} pixels (e.g. 240x320), got '{text[:40]}'")
+    if max_pixels is not None and int(h) * int(w) > max_pixels:
+        raise ApiError(422, f"input_size: {h}x{w} = {int(h) * int(w):,} pixels, more than the server's limit "
+                            f"of {max_pixels:,}")
     return int(h), int(w)
+
+
+def check_stride(stride: int, max_pixels: int | None) -> int:
+    """The PLY `stride` (every N-th pixel): 1..sqrt(max_pixels), the longest side an admitted square image
+    can have (so the point count stays within the pixel limit); ApiError 422 otherwise."""
+    top = math.isqrt(max_pixels) if max_pixels else 65_535
+    if not 1 <= stride <= top:
+        shown = str(stride) if abs(stride) < 10**12 else f"a {len(str(abs(stride)))}-digit number"
+        raise ApiError(422, f"stride: expected 1..{top} pixels (every N-th pixel in the PLY), got {shown}")
+    return stride
 
 
 def parse_intrinsics(text: str | None) -> camera.IntrinsicsSpec:
@@ -135,6 +153,7 @@ _DEPTH_DOC = {
                           "content": {t: {} for t in set(MEDIA_TYPES.values())}},
                   "401": {"description": "missing or wrong API key"},
                   "413": {"description": "body or image (pixels) too large"},
+                  "408": {"description": "body not received within the body timeout"},
                   "415": {"description": "not an image"},
                   "422": {"description": "bad option, or an image that cannot be decoded"},
                   "503": {"description": "queue full; retry after Retry-After seconds"}},
@@ -143,11 +162,23 @@ _DEPTH_DOC = {
 
 def add_routes(app: FastAPI, rt: Runtime) -> None:
     """/healthz, /v1/model, /v1/colormap/{name}, /v1/depth and the page at /."""
+    _add_info_routes(app, rt)
+    _add_depth_route(app, rt)
+
+    @app.get("/", include_in_schema=False)
+    async def page() -> FileResponse:
+        return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-store"})
+
+
+def _add_info_routes(app: FastAPI, rt: Runtime) -> None:
+    """/healthz (GET and HEAD), /v1/model and /v1/colormap/{name}."""
     engine, settings = rt.engine, rt.settings
 
     @app.get("/healthz", summary="liveness")
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
+
+    app.add_api_route("/healthz", healthz, methods=["HEAD"], include_in_schema=False)  # load balancers' probes
 
     @app.get("/v1/model", summary="the model being served")
     async def model() -> dict[str, Any]:
@@ -163,6 +194,11 @@ def add_routes(app: FastAPI, rt: Runtime) -> None:
         lut, _ = colorize(np.linspace(0.0, 1.0, 256)[None], name, (0.0, 1.0))
         return {"name": name, "lut": lut[0].tolist()}
 
+
+def _add_depth_route(app: FastAPI, rt: Runtime) -> None:
+    """POST /v1/depth: options checked, body read (no slot held), decoded, predicted, encoded."""
+    engine, settings = rt.engine, rt.settings
+
     @app.post("/v1/depth", summary="depth of one image", openapi_extra=_DEPTH_DOC)
     async def depth(request: Request, format: str = "png16", flip: bool | None = None,
                     input_size: str | None = None, intrinsics: str | None = None, cmap: str = "plasma",
@@ -175,17 +211,11 @@ def add_routes(app: FastAPI, rt: Runtime) -> None:
         fmt = format.lower()
         if fmt not in FORMATS:
             raise ApiError(422, f"format '{format}': unknown; choose one of {', '.join(FORMATS)}")
-        options = Options(flip=flip, input_size=parse_size(input_size))
+        options = _options(engine, flip, input_size, fmt, cmap, stride)
         spec = parse_intrinsics(intrinsics)
-        if fmt == "color":
-            import matplotlib
-
-            if cmap not in matplotlib.colormaps:
-                raise ApiError(422, f"cmap '{cmap}': unknown matplotlib colormap (e.g. plasma, viridis, turbo)")
-        if stride < 1:
-            raise ApiError(422, f"stride: must be at least 1, got {stride}")
+        rt.admission.check()  # a full queue: 503 before the body is read
+        data, name = await _read_image(request, settings)  # no slot held while a (slow) body arrives
         with rt.admission.admit():
-            data, name = await _read_image(request, settings)
             t1 = time.perf_counter()
             rgb = await run_in_threadpool(_decode, data, name, rt.tmp_root(), engine.max_pixels)
             try:  # the camera: the request's, else the upload's EXIF focal length, else the default lens
@@ -203,37 +233,61 @@ def add_routes(app: FastAPI, rt: Runtime) -> None:
                      "input_size": list(options.input_size) if options.input_size else None}
             body, headers = await run_in_threadpool(encode, fmt, depth_m, rgb, rt.tmp_root(), cmap=cmap, intrinsics=k,
                                                     stride=stride, extra=extra)
-        h, w = depth_m.shape
-        headers |= {
-            "X-Depth-Min-M": f"{float(np.nanmin(depth_m)):.6g}", "X-Depth-Max-M": f"{float(np.nanmax(depth_m)):.6g}",
-            "X-Depth-Range-M": f"{engine.min_depth:g},{engine.max_depth:g}",
-            "X-Image-Size": f"{w}x{h}", "X-Intrinsics": ",".join(f"{v:.6g}" for v in k.as_tuple()),
-            "X-Intrinsics-Source": k.source,
-            "Server-Timing": ", ".join(f"{n[:-3]};dur={v:.1f}" for n, v in timing.items()),
-            "Content-Disposition": f'attachment; filename="{_stem(name)}{SUFFIXES_ALL[fmt]}"',
-            "Cache-Control": "no-store",
-        }
+        headers |= _depth_headers(engine, depth_m, k, timing, name, fmt)
         return Response(body, media_type=MEDIA_TYPES[fmt], headers=headers)
 
-    @app.get("/", include_in_schema=False)
-    async def page() -> FileResponse:
-        return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-store"})
+
+def _depth_headers(engine: Engine, depth_m: np.ndarray, k: camera.Intrinsics, timing: dict[str, float], name: str,
+                   fmt: str) -> dict[str, str]:
+    """The response headers of /v1/depth: range seen and the model's (metres), size, camera, timing, file name."""
+    h, w = depth_m.shape
+    return {
+        "X-Depth-Min-M": f"{float(np.nanmin(depth_m)):.6g}", "X-Depth-Max-M": f"{float(np.nanmax(depth_m)):.6g}",
+        "X-Depth-Range-M": f"{engine.min_depth:g},{engine.max_depth:g}",
+        "X-Image-Size": f"{w}x{h}", "X-Intrinsics": ",".join(f"{v:.6g}" for v in k.as_tuple()),
+        "X-Intrinsics-Source": k.source,
+        "Server-Timing": ", ".join(f"{n[:-3]};dur={v:.1f}" for n, v in timing.items()),
+        "Content-Disposition": f'attachment; filename="{_stem(name)}{SUFFIXES_ALL[fmt]}"',
+        "Cache-Control": "no-store",
+    }
+
+
+def _options(engine: Engine, flip: bool | None, input_size: str | None, fmt: str, cmap: str, stride: int) -> Options:
+    """The request's inference options, every value checked before the body is read (422, one line)."""
+    options = Options(flip=flip, input_size=parse_size(input_size, engine.max_pixels, getattr(engine, "max_side", None)))
+    if fmt == "color":
+        import matplotlib
+
+        if cmap not in matplotlib.colormaps:
+            raise ApiError(422, f"cmap '{cmap}': unknown matplotlib colormap (e.g. plasma, viridis, turbo)")
+    check_stride(stride, engine.max_pixels)
+    check_options = getattr(engine, "check_options", None)  # engines may refuse options (a --flip ONNX export)
+    if check_options is not None:
+        try:
+            check_options(options)
+        except OptionsError as e:
+            raise ApiError(422, str(e)) from None
+    return options
 
 
 async def _read_image(request: Request, settings: Settings) -> tuple[bytes, str]:
     """The uploaded image's bytes and name (multipart file field or raw body); 413 past the limit, 422 empty."""
     ctype = request.headers.get("content-type", "").lower()
     try:
-        if ctype.startswith("multipart/form-data"):
-            async with request.form(max_files=1, max_fields=20) as form:
-                files = [v for v in form.values() if isinstance(v, UploadFile)]
-                if not files:
-                    raise ApiError(422, "multipart body has no file: upload the image as a file field (e.g. 'image')")
-                data, name = await files[0].read(), files[0].filename or "upload"
-        else:
-            data, name = await request.body(), RAW_BODY
+        async with asyncio.timeout(settings.body_timeout_s):  # a stalled upload ends, it does not wait forever
+            if ctype.startswith("multipart/form-data"):
+                async with request.form(max_files=1, max_fields=20) as form:
+                    files = [v for v in form.values() if isinstance(v, UploadFile)]
+                    if not files:
+                        raise ApiError(422, "multipart body has no file: upload the image as a file field (e.g. 'image')")
+                    data, name = await files[0].read(), files[0].filename or "upload"
+            else:
+                data, name = await request.body(), RAW_BODY
     except BodyTooLarge:
         raise ApiError(413, f"request body is more than the limit of {settings.max_body_bytes:,} bytes") from None
+    except TimeoutError:
+        raise ApiError(408, f"request body not received within {settings.body_timeout_s:g} s (the server's "
+                            "body timeout, serve --body-timeout)", {"Connection": "close"}) from None
     if not data:
         raise ApiError(422, f"{name}: empty; send an image file as the body or as a multipart upload")
     return data, name
