@@ -45,6 +45,8 @@ def test_a_tiny_grid_end_to_end(tmp_path, capsys):
     for name in ("comparison.md", "comparison.html", "pareto.png", "loss_curves.png", "predictions.png", "runs.csv"):
         assert (out / name).stat().st_size > 0
     assert "pareto.png" in (out / "comparison.html").read_text()
+    md = (out / "comparison.md").read_text()  # a cell's "|" is escaped, so the Markdown table keeps its columns
+    assert "| mobilenetv2\\|decoder=fastdepth\\|loss=silog |" in md
     capsys.readouterr()
     assert cli.main(argv) == 0  # finished runs are reused: nothing trains again
     log = capsys.readouterr().out

@@ -147,7 +147,8 @@ def markdown_table(records: list[dict[str, Any]], columns: Sequence[str] | None 
     cols = list(columns) if columns is not None else _default_columns(records)
     lines = ["| " + " | ".join(METRIC_LABELS.get(c, c) for c in cols) + " |",
              "|" + "|".join("---" if c in _LEFT else "---:" for c in cols) + "|"]
-    lines += ["| " + " | ".join(row) + " |" for row in table_rows(records, cols)]
+    # a cell's own "|" (grid cells are named ENCODER|key=value) is escaped, or it would split the column
+    lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in table_rows(records, cols)]
     text = "\n".join(lines) + "\n"
     return text + "\n" + rmse_note(records) + "\n" if "rmse" in cols and records else text
 
