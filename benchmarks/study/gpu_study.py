@@ -30,8 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from real_data_study import TRAIN, eval_sets, fine_tune  # noqa: E402
 
 from transferdepth.evaluation.stats import paired_difference, summarize  # noqa: E402
-from transferdepth.study.compare import Run, Variant, grid_variants  # noqa: E402
-from transferdepth.training.config import coerce  # noqa: E402
+from transferdepth.study.compare import Run, Variant, grid_axes, grid_variants  # noqa: E402
 
 ENCODERS = "mobilenetv2,efficientnet_lite0,efficientnet_lite1,efficientnet_lite2"
 COLUMNS = (("kitchen", "abs_rel"), ("kitchen", "d1"), ("office", "d1"))
@@ -44,18 +43,6 @@ def variants(encoders: list[str], axes: dict[str, list] | None = None) -> list[V
     if not axes:
         return [v for e in encoders for v in (Variant(e, e, True), Variant(f"{e}:scratch", e, False))]
     return grid_variants([x for e in encoders for x in (e, f"{e}:scratch")], axes)
-
-
-def grid_axes(decoders: str | None, losses: str | None, vary: list[str]) -> dict[str, list]:
-    """--decoders a,b --losses p,q --vary KEY=V1,V2 -> {training key: values} (values coerced as the config)."""
-    axes: dict[str, list] = {}
-    for key, text in (("decoder", decoders), ("loss", losses)):
-        if text:
-            axes[key] = [v.strip() for v in text.split(",") if v.strip()]
-    for item in vary:
-        key, _, values = item.partition("=")
-        axes[key.strip()] = [coerce(key.strip(), v.strip(), "--vary") for v in values.split(",") if v.strip()]
-    return axes
 
 
 def md(name: str) -> str:
@@ -116,7 +103,8 @@ def main() -> None:
     print(f"device: {device}; torch {torch.__version__}; amp {args.amp}; {args.steps} steps, batch "
           f"{args.batch_size}, {h}x{w}; train {TRAIN}; seeds {seeds}", flush=True)
     t = time.perf_counter()
-    runs = fine_tune(variants(encoders, grid_axes(args.decoders, args.losses, args.vary)), seeds, Path(args.out), steps=args.steps, size=(h, w), device=args.device,
+    cells = variants(encoders, grid_axes(args.decoders, args.losses, args.vary))
+    runs = fine_tune(cells, seeds, Path(args.out), steps=args.steps, size=(h, w), device=args.device,
                      tests=eval_sets(limit=args.eval_limit), log=lambda m: print(m, flush=True),
                      overrides={"batch_size": args.batch_size, "amp": args.amp})
     print(f"\nwall time {time.perf_counter() - t:.0f} s ({sum(r.trained for r in runs)} of {len(runs)} runs "

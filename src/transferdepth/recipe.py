@@ -88,6 +88,26 @@ def depth_to_output(depth_m: Tensor, space: str, max_depth: float = MAX_DEPTH_M,
     raise ValueError(f"output space must be one of {', '.join(OUTPUT_SPACES)}, got {space!r}")
 
 
+_EPS = 1e-6
+
+
+def to_space(v: Tensor, space: str, to: str, max_depth: float) -> Tensor:
+    """A network output in `space` expressed in `to` (both from OUTPUT_SPACES), differentiably and not clamped
+    to the depth range (training's losses: a clamp would stop a gradient); only positivity is guarded."""
+    if space == to:
+        return v
+    metres = {"depthnorm": lambda: max_depth / v.clamp(min=_EPS), "metric": lambda: v.clamp(min=_EPS),
+              "log": lambda: torch.exp(v), "disparity": lambda: 1.0 / v.clamp(min=_EPS)}
+    if space not in metres:
+        raise ValueError(f"unknown output space {space!r}")
+    d = metres[space]()
+    out = {"depthnorm": lambda: max_depth / d, "metric": lambda: d, "log": lambda: torch.log(d),
+           "disparity": lambda: 1.0 / d}
+    if to not in out:
+        raise ValueError(f"unknown output space {to!r}")
+    return out[to]()
+
+
 def nyu_intrinsics(height: int, width: int) -> np.ndarray:
     """NYU Kinect 3x3 camera matrix (float64, pixels) for NYU frames resized to height x width.
 

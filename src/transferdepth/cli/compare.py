@@ -67,40 +67,6 @@ def parse_seeds(value: Any, source: str) -> list[int] | None:
     return seeds
 
 
-def grid_axes(args: argparse.Namespace, study: dict[str, Any]) -> dict[str, list[Any]]:
-    """The grid's axes (training key -> values) from --decoders, --losses, --vary (or the YAML's decoders,
-    losses, vary); values are coerced as the training config reads that key. Errors name the flag."""
-    from transferdepth.training.config import FIELDS, coerce
-
-    def items(flag_value: str | None, yaml_value: Any, flag: str) -> list[Any] | None:
-        if flag_value is not None:
-            return [v.strip() for v in flag_value.split(",") if v.strip()]
-        if yaml_value is None:
-            return None
-        return list(yaml_value) if isinstance(yaml_value, list) else [yaml_value]
-
-    axes: dict[str, list[Any]] = {}
-    for key, flag, yaml_key in (("decoder", "--decoders", "decoders"), ("loss", "--losses", "losses")):
-        values = items(getattr(args, yaml_key), study.get(yaml_key), flag)
-        if values is not None:
-            axes[key] = values
-    vary = dict(study.get("vary") or {})
-    if not isinstance(vary, dict):
-        raise ValueError(f"{args.config}: 'vary' must map training keys to lists of values")
-    for item in args.vary:
-        key, sep, values = item.partition("=")
-        if not sep or not values.strip():
-            raise ValueError(f"--vary expects KEY=V1,V2 (e.g. batch_size=4,16), got '{item}'")
-        vary[key.strip()] = [v.strip() for v in values.split(",") if v.strip()]
-    for key, values in vary.items():
-        if key not in FIELDS or key in ("seed", "encoder"):
-            raise ValueError(f"--vary {key}: not a training key that can vary (seeds: --seeds; encoders: --encoders)")
-        if key in axes:
-            raise ValueError(f"--vary {key}: already an axis of the grid")
-        axes[key] = [coerce(key, v, "--vary") for v in (values if isinstance(values, list) else [values])]
-    return axes
-
-
 def _load(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
     """The training config (recipe, YAML, flags) and the study keys of the YAML (seeds, baseline)."""
     from transferdepth.training.config import ConfigError, coerce, load_config, read_yaml_file
@@ -121,7 +87,7 @@ def _load(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
 
 def _run(args: argparse.Namespace) -> int:
     from transferdepth.evaluation.report import markdown_table
-    from transferdepth.study.compare import COLUMNS, check_study_out, compare
+    from transferdepth.study.compare import COLUMNS, check_study_out, compare, grid_axes
     from transferdepth.utils import check_number
 
     encoders = [e.strip() for e in args.encoders.split(",") if e.strip()]
@@ -137,7 +103,7 @@ def _run(args: argparse.Namespace) -> int:
     seeds = parse_seeds(args.seeds, "--seeds") if args.seeds is not None else parse_seeds(
         study.get("seeds"), f"{args.config}: seeds")
     baseline = args.baseline if args.baseline is not None else study.get("baseline")
-    axes = grid_axes(args, study)
+    axes = grid_axes(args.decoders, args.losses, args.vary, study, source=str(args.config))
     check_study_out(args.out)  # before any training: a folder of other files is never written into
     rows = compare(encoders, cfg, args.out, args.test_data, test_split=args.test_split, protocol=args.protocol,
                    crop=parse_crop(args.crop), median_scaling=args.median_scale, checkpoints=checkpoints,

@@ -132,6 +132,44 @@ class Variant:
     overrides: tuple[tuple[str, Any], ...] = ()  # training keys this cell sets (decoder, loss, any --vary key)
 
 
+def grid_axes(decoders: str | None = None, losses: str | None = None, vary: Sequence[str] = (),
+              study: dict[str, Any] | None = None, source: str = "config") -> dict[str, list[Any]]:
+    """The grid's axes (training key -> values) from `--decoders a,b`, `--losses p,q` and `--vary KEY=V1,V2`
+    (repeatable), or a study YAML's `decoders`, `losses` and `vary: {key: [values]}` (flags win). Values are
+    coerced as the training config reads that key; a key that cannot vary raises ValueError naming it."""
+    from transferdepth.training.config import FIELDS, coerce
+
+    study = study or {}
+
+    def items(flag_value: str | None, yaml_value: Any) -> list[Any] | None:
+        if flag_value is not None:
+            return [v.strip() for v in flag_value.split(",") if v.strip()]
+        if yaml_value is None:
+            return None
+        return list(yaml_value) if isinstance(yaml_value, list) else [yaml_value]
+
+    axes: dict[str, list[Any]] = {}
+    for key, flag_value, yaml_key in (("decoder", decoders, "decoders"), ("loss", losses, "losses")):
+        values = items(flag_value, study.get(yaml_key))
+        if values is not None:
+            axes[key] = values
+    if not isinstance(study.get("vary") or {}, dict):
+        raise ValueError(f"{source}: 'vary' must map training keys to lists of values")
+    varied = dict(study.get("vary") or {})
+    for item in vary:
+        key, sep, values = item.partition("=")
+        if not sep or not values.strip():
+            raise ValueError(f"--vary expects KEY=V1,V2 (e.g. batch_size=4,16), got '{item}'")
+        varied[key.strip()] = [v.strip() for v in values.split(",") if v.strip()]
+    for key, values in varied.items():
+        if key not in FIELDS or key in ("seed", "encoder"):
+            raise ValueError(f"--vary {key}: not a training key that can vary (seeds: --seeds; encoders: --encoders)")
+        if key in axes:
+            raise ValueError(f"--vary {key}: already an axis of the grid")
+        axes[key] = [coerce(key, v, "--vary") for v in (values if isinstance(values, list) else [values])]
+    return axes
+
+
 def grid_variants(encoders: Sequence[str], axes: dict[str, Sequence[Any]] | None = None) -> list[Variant]:
     """Every cell of encoders x each axis (training key -> values, e.g. {"decoder": ["densedepth", "unet"],
     "loss": ["silog"], "batch_size": [4, 16]}), encoder-major. A cell's name is its encoder text plus

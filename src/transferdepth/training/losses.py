@@ -33,10 +33,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from transferdepth.recipe import MAX_DEPTH_M, MIN_DEPTH_M, depth_to_depthnorm, depthnorm_to_depth
+from transferdepth.recipe import MAX_DEPTH_M, MIN_DEPTH_M, depth_to_depthnorm, depthnorm_to_depth, to_space
 
 # DepthNorm and the depth range live in `transferdepth.recipe` (one home); re-exported for callers of old.
-__all__ = ["GRAD_TERMS", "depth_loss", "depth_to_depthnorm", "depthnorm_to_depth", "gradient_l1", "ssim"]
+__all__ = ["GRAD_TERMS", "LOSSES", "compute_loss", "depth_loss", "depth_to_depthnorm", "depthnorm_to_depth",
+           "gradient_l1", "ssim", "to_space"]
 
 
 def _gaussian_taps(window: int, sigma: float, dtype: torch.dtype, device: torch.device) -> Tensor:
@@ -181,27 +182,9 @@ def depth_loss(
 
 # --- the loss zoo -----------------------------------------------------------------------------------------
 # Every loss takes the network's raw output in its output space (`recipe.OUTPUT_SPACES`) and works in its own
-# space: densedepth in DepthNorm, silog in log metres, berhu in metres, ssi in disparity (1 / metres). The
-# conversion between spaces inside training is not clamped to the depth range (a clamp would stop the gradient
-# of a prediction that starts outside it); only positivity is guarded (`_EPS`).
-
-_EPS = 1e-6
-
-
-def to_space(v: Tensor, space: str, to: str, max_depth: float) -> Tensor:
-    """A network output in `space` expressed in `to` (both from `recipe.OUTPUT_SPACES`), differentiably."""
-    if space == to:
-        return v
-    metres = {"depthnorm": lambda: max_depth / v.clamp(min=_EPS), "metric": lambda: v.clamp(min=_EPS),
-              "log": lambda: torch.exp(v), "disparity": lambda: 1.0 / v.clamp(min=_EPS)}
-    if space not in metres:
-        raise ValueError(f"unknown output space {space!r}")
-    d = metres[space]()
-    out = {"depthnorm": lambda: max_depth / d, "metric": lambda: d, "log": lambda: torch.log(d),
-           "disparity": lambda: 1.0 / d}
-    if to not in out:
-        raise ValueError(f"unknown output space {to!r}")
-    return out[to]()
+# space: densedepth in DepthNorm, silog in log metres, berhu in metres, ssi in disparity (1 / metres), converted
+# with `recipe.to_space` (not clamped to the depth range: a clamp would stop the gradient of a prediction that
+# starts outside it).
 
 
 def silog_loss(pred: Tensor, depth_m: Tensor, valid: Tensor, *, space: str = "log", max_depth: float = MAX_DEPTH_M,

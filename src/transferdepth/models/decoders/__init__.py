@@ -5,8 +5,8 @@
     bts.py         BTS (dense ASPP + local planar guidance)   fastdepth.py  NNConv5   dpt.py  DPT's CNN form
 
 Each decoder declares the encoder strides it needs (e.g. {4, 8, 16, 32}); any registered or `timm:` encoder
-that provides them works, and one that does not is refused in one line. May import: torch only (and this
-folder's registry).
+that provides them works, and one that does not is refused in one line. May import: torch, the root conventions (recipe) and this
+folder's registry.
 """
 
 from transferdepth.models.decoders import bts, densedepth, dpt, fastdepth, fpn, unet  # noqa: F401 (registrations)
