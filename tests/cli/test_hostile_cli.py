@@ -91,6 +91,14 @@ def test_demo_size_zero_names_size(capsys):
     assert "--size must be two positive integers" in one_line_error(capsys, rc)
 
 
+@pytest.mark.parametrize("steps", ["0", "100001", "-5"])
+def test_demo_steps_out_of_range_names_steps(capsys, tmp_path, steps):
+    rc = main(["demo", "--steps", steps, "--out", str(tmp_path / "d")])
+    msg = one_line_error(capsys, rc)
+    assert "--steps: expected 1 to 100000" in msg and "max_steps" not in msg
+    assert not (tmp_path / "d").exists()
+
+
 # --- outputs that are folders ---------------------------------------------------------------------------
 
 

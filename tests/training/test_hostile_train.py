@@ -213,6 +213,14 @@ def corrupt_train_state_without_a_previous_names_the_file(ctx):
     assert "train_state.pt is unreadable" in ctx.capsys.readouterr().err
 
 
+def huge_run_json_is_refused_on_resume_without_reading_it_all(ctx):
+    saved = json.loads((ctx.run / "run.json").read_text())  # a valid run.json, padded past the 1 MiB cap
+    (ctx.run / "run.json").write_text(json.dumps(saved | {"pad": "x" * (2 << 20)}))
+    assert cli.main(["train", "--out", str(ctx.run), "--resume", "--max-steps", "2"]) == 2
+    err = ctx.capsys.readouterr().err
+    assert "run.json is not a run.json of transferdepth" in err and len(err.strip().splitlines()) == 1
+
+
 # --- item 12: depth without valid pixels ------------------------------------------------------------------------
 
 def all_empty_training_depth_is_refused(ctx):
@@ -241,7 +249,8 @@ CASES = [overwrite_with_unavailable_weights_keeps_the_run, overwrite_with_a_miss
          unknown_device_is_one_line_naming_device, cuda_without_a_gpu_is_one_line,
          odd_input_size_is_refused_with_the_reason,
          full_disk_while_checkpointing_names_the_file_and_keeps_the_previous,
-         corrupt_train_state_without_a_previous_names_the_file, all_empty_training_depth_is_refused,
+         corrupt_train_state_without_a_previous_names_the_file,
+         huge_run_json_is_refused_on_resume_without_reading_it_all, all_empty_training_depth_is_refused,
          some_empty_training_samples_are_counted_each_epoch]
 
 

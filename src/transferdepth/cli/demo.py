@@ -25,10 +25,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_run)
 
 
+MAX_DEMO_STEPS = 100_000  # the demo is minutes of CPU; a larger number is a typo, not a plan
+
+
 def _run(args: argparse.Namespace) -> int:
     from transferdepth.apps.demo import DemoOptions, headline, run_demo, set_threads
-    from transferdepth.cli import parse_size
+    from transferdepth.cli import UserError, parse_size
 
+    if not 1 <= args.steps <= MAX_DEMO_STEPS:  # else the error would name the config key max_steps
+        raise UserError(f"--steps: expected 1 to {MAX_DEMO_STEPS} fine-tuning steps, got {args.steps}")
     set_threads()
     h, w = parse_size(args.size, "--size")
     from transferdepth.utils import check_output_folder

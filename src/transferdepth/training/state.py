@@ -25,7 +25,7 @@ from transferdepth.inference.checkpoint import CONFIG_FILE, WEIGHTS_FILE, save_c
 from transferdepth.models import DepthNet
 from transferdepth.training.config import ARCHITECTURE_KEYS, ConfigError, TrainConfig
 from transferdepth.training.step import TrainingDiverged
-from transferdepth.utils import atomic_write
+from transferdepth.utils import UserFileError, atomic_write, read_user_text
 
 STATE_FILE = "train_state.pt"
 RUN_MARKERS = ("run.json", "checkpoint", "checkpoint.old", "history.jsonl")
@@ -94,8 +94,9 @@ def _check_resumable(out: Path, cfg: TrainConfig) -> None:
     if not any((out / d / STATE_FILE).exists() for d in ("checkpoint", "checkpoint.old")):
         raise ConfigError(f"--resume: {out} holds no checkpoint to resume from")
     try:
-        saved = json.loads((out / "run.json").read_text())["config"] if (out / "run.json").exists() else {}
-    except (ValueError, KeyError, TypeError):
+        saved = (json.loads(read_user_text(out / "run.json", "run.json"))["config"]
+                 if (out / "run.json").exists() else {})
+    except (ValueError, KeyError, TypeError, UserFileError):
         raise ConfigError(f"--resume: {out / 'run.json'} is not a run.json of transferdepth") from None
     for key in ARCHITECTURE_KEYS:
         if key in saved and saved[key] != getattr(cfg, key):
