@@ -43,11 +43,11 @@ def tests() -> list[EvalSet]:
                                   key=KITCHEN_HELD + "#median")]
 
 
-def cells(part: str):
+def cells(part: str, encoders=ENCODERS):
     if part == "base":
         return [v for v in VARIANTS if v.name in ("pretrained", "scratch")], None
     if part == "decoders":
-        return grid_variants(list(ENCODERS), {"decoder": list(available_decoders())}), "decoder=densedepth"
+        return grid_variants(list(encoders), {"decoder": list(available_decoders())}), "decoder=densedepth"
     if part == "losses":
         return grid_variants(["mobilenetv2"], {"loss": list(LOSSES)}), "loss=densedepth"
     raise SystemExit(f"--part: unknown part {part!r}; choose from base, decoders, losses")
@@ -95,6 +95,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--part", default="base,decoders,losses")
     ap.add_argument("--seeds", default="0,1,2")
+    ap.add_argument("--encoders", default=",".join(ENCODERS), help="the decoders part's encoders")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     ap.add_argument("--report", type=Path, default=None, help="write the Markdown tables here")
     args = ap.parse_args()
@@ -103,7 +104,7 @@ def main() -> None:
     seeds = [int(s) for s in args.seeds.split(",")]
     report = [f"Seeds {seeds}; torch threads {torch.get_num_threads()}.", ""]
     for part in args.part.split(","):
-        variants, baseline = cells(part)
+        variants, baseline = cells(part, args.encoders.split(","))
         t0 = time.perf_counter()
         runs = fine_tune(variants, seeds, args.out / part, tests=tests(), log=lambda m: print(m, flush=True))
         wall = time.perf_counter() - t0
@@ -113,7 +114,7 @@ def main() -> None:
             r.metrics["_params_m"] = sum(p.numel() for p in est.model.parameters()) / 1e6
         report += [f"## {part} ({len(runs)} runs, {sum(r.trained for r in runs)} trained now, wall {wall:.0f} s)", ""]
         report += table(runs, baseline) + [""]
-        (args.out / f"{part}.json").write_text(json.dumps(
+        (args.out / f"{part}-{args.encoders.replace(',', '+')}.json").write_text(json.dumps(
             [{"cell": r.variant.name, "seed": r.seed, "seconds": r.seconds, "run_dir": str(r.run_dir),
               "metrics": r.metrics} for r in runs], indent=1, default=float))
         print("\n".join(report), flush=True)

@@ -139,3 +139,38 @@ def test_webcam_snapshot_with_the_fake_camera(page):
     assert drawn > 0.05 * img.shape[0] * img.shape[1]
     OUTPUT.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(OUTPUT / "serve_page_webcam.png"), full_page=True)
+
+
+MESH_SHOT = Path(os.environ.get("TRANSFERDEPTH_MESH_SCREENSHOT", "/tmp/mesh_view.png"))
+
+
+def test_points_mesh_toggle_draws_the_triangulated_depth(page, server, rgbd_root):
+    from transferdepth.geometry.mesh import DEFAULT_MAX_JUMP, depth_to_mesh
+
+    frame = rgbd_root / FRAME
+    page.click("#points")
+    page.evaluate("document.getElementById('file').value = ''; document.body.dataset.state = 'idle'")
+    page.set_input_files("#file", str(frame))  # after the webcam test: this frame again
+    wait_done(page)
+    page.locator("#cloud").scroll_into_view_if_needed()
+    points, drawn_points = cloud_pixels(page)
+    assert page.get_attribute("#cloud", "data-mode") == "points"
+    page.click("#mesh")
+    assert page.get_attribute("#cloud", "data-mode") == "mesh"
+    mesh, drawn_mesh = cloud_pixels(page)
+    assert drawn_mesh > 0.05 * mesh.shape[0] * mesh.shape[1], f"mesh view looks blank ({drawn_mesh} pixels)"
+    assert np.abs(mesh - points).sum() > 0, "the mesh view draws the same as the points view"
+    # the page's triangles are those geometry/mesh.py keeps on the same depth (its stride: <= 120,000 points)
+    depth = np.asarray(page.evaluate("Array.from(state.depth)"), np.float32).reshape(480, 640)
+    np.testing.assert_allclose(depth, api_depth(server, frame.read_bytes()), rtol=1e-6)
+    stride = int(np.ceil(np.sqrt(depth.size / 120_000)))
+    k = (1.0, 1.0, 0.0, 0.0)  # positions do not matter for which triangles are kept
+    expected = len(depth_to_mesh(depth, np.zeros((*depth.shape, 3), np.uint8), k, DEFAULT_MAX_JUMP, stride).faces)
+    got = int(page.get_attribute("#cloud", "data-triangles"))
+    assert abs(got - expected) <= max(2, expected // 1000), (got, expected)  # float32 vs float64 at the threshold
+    page.screenshot(path=str(MESH_SHOT), full_page=True)
+    print(f"screenshot: {MESH_SHOT}")
+    page.click("#points")
+    assert page.get_attribute("#cloud", "data-mode") == "points"
+    back, _ = cloud_pixels(page)
+    np.testing.assert_array_equal(back, points)

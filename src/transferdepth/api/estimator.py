@@ -3,6 +3,7 @@
     est = DepthEstimator.from_pretrained("runs/nyu/best")     # a checkpoint directory (or "org/name": the Hub)
     depth = est.predict("room.jpg")                            # HxW float32 metres, the image's own size
     est = DepthEstimator.from_onnx("model.onnx")               # the same, on onnxruntime (an export)
+    est = DepthEstimator.from_pretrained("runs/nyu/best", engine="auto")  # the fastest engine here (deploy.engines)
 
 Images are read as 8-bit RGB: EXIF orientation applied (files), greyscale / alpha / palette converted,
 16-bit and 32-bit single-channel images scaled by their own maximum to 8 bit. Every problem with an input
@@ -22,6 +23,7 @@ import torch
 from PIL import Image
 
 from transferdepth.deploy.onnx_engine import OnnxRunner
+from transferdepth.geometry.align import Alignment, align_depth, prepare_target
 from transferdepth.inference.checkpoint import CheckpointError, load_checkpoint, read_config, save_checkpoint
 from transferdepth.inference.core import CHANNELS_LAST_DEVICES, infer, rgb_to_tensor
 from transferdepth.inference.hub import HubError, resolve_checkpoint
@@ -60,6 +62,8 @@ class DepthEstimator:
     On CPU and CUDA the model's weights are put in channels_last memory (in place; the same maths, faster).
     """
 
+    engine = "torch"  # the engine that runs it (deploy.engines.ENGINES; OnnxDepthEstimator: its runner's)
+
     def __init__(self, model: DepthNet, device: str | torch.device | None = None, flip: bool = True,
                  max_pixels: int | None = DEFAULT_MAX_PIXELS, min_depth: float | None = None,
                  max_depth: float | None = None, input_size: tuple[int, int] | None = None,
@@ -92,15 +96,19 @@ class DepthEstimator:
 
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike, device: str | torch.device | None = None,
-                        revision: str | None = None, **kwargs: Any) -> DepthEstimator:
+                        revision: str | None = None, engine: str = "torch", threads: int | None = None,
+                        **kwargs: Any) -> DepthEstimator:
         """Load a checkpoint directory (or its model.safetensors), or a Hugging Face Hub model by name,
         "org/name" or "org/name@rev" (`revision`: a branch, tag or commit; needs `transferdepth[hub]`; the
         Hub's cache, offline with HF_HUB_OFFLINE=1). A local folder of that name wins. Raises CheckpointError
-        (one line) if unusable."""
+        (one line) if unusable. engine: torch (default), compile, onnx, openvino, openvino-bf16 or auto
+        (`from_engine`); threads: that engine's CPU threads."""
         try:
             folder = resolve_checkpoint(path, revision)
         except HubError as e:
             raise CheckpointError(str(e)) from None
+        if engine != "torch":
+            return cls.from_engine(engine, folder, device=device, threads=threads, **kwargs)
         est = cls(load_checkpoint(folder), device=device, **kwargs)
         est.source = str(folder)
         return est
@@ -114,6 +122,38 @@ class DepthEstimator:
         export (never flipped twice). threads: onnxruntime intra-op threads (None: its default).
         Raises ValueError (one line) for a file that is not one of our exports or a missing onnxruntime."""
         return OnnxDepthEstimator(path, flip=flip, threads=threads, providers=providers, **kwargs)
+
+    @classmethod
+    def from_openvino(cls, path: str | os.PathLike, flip: bool | None = None, threads: int | None = None,
+                      precision: str = "f32", **kwargs: Any) -> OnnxDepthEstimator:
+        """The OpenVINO engine (`deploy.openvino_engine.OpenVinoRunner`): an IR .xml from `transferdepth export
+        --format openvino`, one of our .onnx files, or a checkpoint directory, on the CPU. precision: "f32" (the
+        torch engine's metres within 1e-4 m) or "bf16" (where the CPU has it). flip and threads as `from_onnx`.
+        Raises ValueError (one line) for a file without our metadata or a missing openvino."""
+        from transferdepth.deploy.engines import make_runner
+
+        runner = make_runner("openvino-bf16" if precision == "bf16" else "openvino", path, threads)
+        return OnnxDepthEstimator(path, flip=flip, runner=runner, **kwargs)
+
+    @classmethod
+    def from_engine(cls, engine: str, source: str | os.PathLike, device: str | torch.device | None = None,
+                    threads: int | None = None, flip: bool | None = None, **kwargs: Any) -> DepthEstimator:
+        """`source` (a checkpoint directory or Hub name; a .onnx for onnx / openvino; an IR .xml for openvino) on
+        `engine` (`deploy.engines.CHOICES`). "auto" picks the fastest here for this model at `input_size`
+        (default 480x640) from a measurement cached once per model and machine (`deploy.engines.choose_engine`;
+        torch where `device` is a GPU) and says which on stderr. Every engine but torch runs on the CPU.
+        Raises ValueError (one line) for an engine that is not installed, naming the extra to install."""
+        from transferdepth.deploy.engines import check_engine, choose_engine, make_runner
+
+        if engine == "auto":
+            gpu = resolve_device(None if device is None else str(device), "device").type != "cpu"
+            engine = "torch" if gpu else choose_engine(source, size=kwargs.get("input_size"), threads=threads)
+        if engine == "torch":
+            return cls.from_pretrained(source, device=device, flip=True if flip is None else flip, **kwargs)
+        check_engine(engine)
+        if device is not None and str(device) not in ("auto", "cpu"):
+            raise ValueError(f"device {device}: the {engine} engine runs on the CPU (use the torch engine)")
+        return OnnxDepthEstimator(source, flip=flip, runner=make_runner(engine, source, threads), **kwargs)
 
     def save_pretrained(self, directory: str | os.PathLike, meta: dict[str, Any] | None = None) -> Path:
         """Write `model.safetensors` + `config.json` into `directory`; `from_pretrained` reads it back."""
@@ -149,9 +189,30 @@ class DepthEstimator:
             return array_to_rgb(image)
         raise TypeError(f"expected a path, a PIL image or a numpy array, got {type(image).__name__}")
 
-    def predict(self, image: ImageInput) -> np.ndarray:
-        """One image -> HxW float32 depth in metres at the image's own size."""
-        return self.predict_rgb([self.to_rgb(image)])[0]
+    def predict(self, image: ImageInput, align_to: Any = None, align: str = "scale", *, robust: bool = False,
+                align_space: str | None = None) -> np.ndarray:
+        """One image -> HxW float32 depth in metres at the image's own size.
+
+        align_to: known metres to fit the prediction to (docs/3d.md, `transferdepth.geometry.align`): a 16-bit
+        PNG in mm at the image's size (0 = unknown), a CSV of x,y,metres (pixels of the image as displayed), an
+        (N, 3) array of x, y, metres or an HxW map in metres (0 = unknown). align: "scale" (least squares in
+        depth) or "scale-shift" (in disparity, 1/m, as MiDaS; align_space "depth" or "disparity" to choose);
+        robust: RANSAC (needs scikit-learn). The fit is made on the map at the image's size (after the
+        network's output is resized back); aligned metres are clamped to `geometry.align.ALIGN_RANGE_M`.
+        A bad target, or fewer known points than the fit needs, raises AlignError (a ValueError, one line)
+        before the network runs. `predict_aligned` also returns the fit.
+        """
+        if align_to is None:
+            return self.predict_rgb([self.to_rgb(image)])[0]
+        return self.predict_aligned(image, align_to, align, robust=robust, align_space=align_space)[0]
+
+    def predict_aligned(self, image: ImageInput, align_to: Any, align: str = "scale", *, robust: bool = False,
+                        align_space: str | None = None) -> tuple[np.ndarray, Alignment]:
+        """`predict` with `align_to`: (HxW float32 aligned metres, the fit: scale, shift, space, points used)."""
+        rgb = self.to_rgb(image)
+        points = prepare_target(align_to, rgb.shape[:2], align, robust=robust, space=align_space)
+        depth = self.predict_rgb([rgb])[0]
+        return align_depth(depth, points, align, robust=robust, space=align_space)
 
     def predict_batch(self, images: Sequence[ImageInput], batch_size: int = 8) -> list[np.ndarray]:
         """Several images -> one HxW float32 metres map each, in order; same-size images share a batch."""
@@ -188,8 +249,11 @@ class OnnxDepthEstimator(DepthEstimator):
 
     def __init__(self, source: str | os.PathLike, flip: bool | None = None, threads: int | None = None,
                  providers: Sequence[str] | None = None, max_pixels: int | None = DEFAULT_MAX_PIXELS,
-                 input_size: tuple[int, int] | None = None, max_side: int | None = DEFAULT_MAX_SIDE):
-        self.runner = OnnxRunner(source, threads=threads, providers=providers)
+                 input_size: tuple[int, int] | None = None, max_side: int | None = DEFAULT_MAX_SIDE,
+                 runner: Any = None):
+        # runner: another engine's runner with OnnxRunner's interface (OpenVINO, torch.compile: deploy.engines)
+        self.runner = runner if runner is not None else OnnxRunner(source, threads=threads, providers=providers)
+        self.engine = getattr(self.runner, "name", "onnx")
         self.source = self.runner.source
         if flip is False and self.runner.graph_flip:
             raise ValueError(f"{source}: exported with --flip (averaging inside the graph); it cannot run "

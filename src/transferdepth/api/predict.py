@@ -4,27 +4,31 @@ The image reader and the depth writers (16-bit PNG mm, .npy metres, colour, PLY)
 `transferdepth.inference.imageio`; their names stay importable from here.
 
 Output names, for an input `<stem>.<ext>` (in a sub-folder of `out` mirroring the input's folder with
-`--recursive`): `<stem>_depth_mm.png`, `<stem>_depth_m.npy`, `<stem>_depth_color.png`, `<stem>.ply`.
+`--recursive`): `<stem>_depth_mm.png`, `<stem>_depth_m.npy`, `<stem>_depth_color.png`, `<stem>.ply`; meshes
+(`geometry/mesh.py`) `<stem>.glb`, `<stem>.obj`, `<stem>_mesh.ply`.
 Every file is written atomically. One bad input never stops the others: failures are collected. Before
 any work `check_outputs` refuses outputs that would replace an input of the same run, or existing files
-without `overwrite`.
+without `overwrite`. A resumed run (`--resume`) keeps only the `unfinished` inputs (not all outputs there).
 """
 
 from __future__ import annotations
 
 import glob
 import os
+import re
 import sys
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 import numpy as np
 
 from transferdepth.api.estimator import DepthEstimator
+from transferdepth.geometry.align import AlignError, Alignment, align_depth
 from transferdepth.geometry.camera import IntrinsicsError, IntrinsicsSpec, enable_heif
 from transferdepth.geometry.camera import resolve as resolve_intrinsics
+from transferdepth.geometry.mesh import DEFAULT_MAX_JUMP, MESH_FORMATS, MeshError, depth_to_mesh, write_mesh
 from transferdepth.geometry.points import depth_to_points
 from transferdepth.geometry.stereo import StereoOptions, write_stereo
 from transferdepth.inference.imageio import (  # noqa: F401  (colorize, depth_to_mm: public here too)
@@ -39,9 +43,9 @@ from transferdepth.inference.imageio import (  # noqa: F401  (colorize, depth_to
     write_png16,
 )
 
-FORMATS = ("png16", "npy", "color", "ply", "stereo")
+FORMATS = ("png16", "npy", "color", "ply", "stereo") + MESH_FORMATS
 SUFFIXES = {"png16": "_depth_mm.png", "npy": "_depth_m.npy", "color": "_depth_color.png", "ply": ".ply",
-            "stereo": "_stereo.png"}
+            "stereo": "_stereo.png", "glb": ".glb", "obj": ".obj", "mesh.ply": "_mesh.ply"}
 
 
 @dataclass
@@ -57,6 +61,7 @@ class OutputOptions:
     stride: int = 1
     ply_ascii: bool = False
     stereo: StereoOptions | None = None  # for the "stereo" format (None: StereoOptions())
+    mesh_max_jump: float = DEFAULT_MAX_JUMP  # glb, obj, mesh.ply: relative depth jump that cuts a triangle
 
 
 @dataclass
@@ -66,6 +71,18 @@ class Failure:
 
     def __str__(self) -> str:
         return f"{self.name}: {self.reason}"
+
+
+@dataclass
+class AlignOptions:
+    """Metres from known points (`geometry.align`, docs/3d.md) for the inputs in `targets` (input path ->
+    target: a PNG16 mm / CSV file or KnownPoints); `fits` collects each aligned input's fit as it is written."""
+
+    targets: dict[Path, Any]
+    mode: str = "scale"
+    robust: bool = False
+    space: str | None = None
+    fits: dict[Path, Alignment] = field(default_factory=dict)
 
 
 @dataclass
@@ -164,6 +181,51 @@ def check_outputs(planned: Iterable[Path], inputs: Iterable[Path], out_dir: Path
                              "--overwrite to replace them, or choose another --out")
 
 
+# --- resuming: skip inputs whose outputs are all there, remove what a killed run left ---------------
+
+def unfinished(items: Iterable[tuple[Path, Path]], out_dir: Path, outputs: Callable[[Path], Iterable[Path]]
+               ) -> list[tuple[Path, Path]]:
+    """The (file, output stem) items that still need work: not every one of `outputs(out_dir / stem)` exists.
+
+    Outputs are renamed into place whole (`utils.atomic_write`), so one that exists is complete, whichever
+    process or run wrote it. First the temporaries a killed run left beside these items' outputs are removed
+    (`remove_stale_temps`); only these items' names are touched, so other processes' work is left alone."""
+    items = list(items)
+    remove_stale_temps([(out_dir / stem, list(outputs(out_dir / stem))) for _, stem in items])
+    return [(f, stem) for f, stem in items if not all(os.path.exists(p) for p in outputs(out_dir / stem))]
+
+
+_RANDOM_PART = re.compile(r"\.[a-z0-9_]{8}(\.(tmp|old|f16))$")  # tempfile's 8 random characters
+
+
+def remove_stale_temps(items: Iterable[tuple[Path, list[Path]]]) -> int:
+    """For (output stem, its output paths): remove `.<output name>.XXXXXXXX.tmp` / `.old` (`utils.atomic_write`,
+    `atomic_folder`), `.<output name>.tmp` (a video's stereo) and `.<stem>.XXXXXXXX.f16` (a video's raw
+    frames) beside them, files or folders; returns how many were removed. One listing per folder."""
+    import shutil
+
+    wanted: dict[Path, set[str]] = {}
+    for base, paths in items:
+        wanted.setdefault(base.parent, set()).add(f".{base.name}.f16")
+        for p in paths:
+            wanted.setdefault(p.parent, set()).update(f".{p.name}{s}" for s in (".tmp", ".old"))
+    removed = 0
+    for folder, names in wanted.items():
+        try:
+            entries = os.listdir(folder)
+        except OSError:
+            continue
+        for entry in entries:
+            if entry in names or (entry.startswith(".") and _RANDOM_PART.sub(r"\1", entry) in names):
+                path = folder / entry
+                if path.is_dir() and not path.is_symlink():
+                    shutil.rmtree(path, ignore_errors=True)
+                else:
+                    path.unlink(missing_ok=True)
+                removed += 1
+    return removed
+
+
 # --- writers -----------------------------------------------------------------------------------
 
 def write_outputs(base: Path, depth_m: np.ndarray, rgb: np.ndarray, opts: OutputOptions,
@@ -171,8 +233,8 @@ def write_outputs(base: Path, depth_m: np.ndarray, rgb: np.ndarray, opts: Output
     """Write every format of `opts` for one image next to the stem `base`; returns the paths written.
     `source`: the image file, read for its EXIF focal length (intrinsics for ply and stereo)."""
     written = []
-    k = None
-    if "ply" in opts.formats or "stereo" in opts.formats:
+    k = mesh = None
+    if any(f in ("ply", "stereo") + MESH_FORMATS for f in opts.formats):
         k = resolve_intrinsics(opts.intrinsics, depth_m.shape[1], depth_m.shape[0], source)
     for fmt, path in zip(opts.formats, output_paths(base, opts.formats)):
         if fmt == "png16":
@@ -183,6 +245,10 @@ def write_outputs(base: Path, depth_m: np.ndarray, rgb: np.ndarray, opts: Output
             write_color(path, depth_m, opts.cmap, opts.range_m, opts.colorbar)
         elif fmt == "stereo":
             write_stereo(path, rgb, depth_m, k.fx, opts.stereo or StereoOptions())
+        elif fmt in MESH_FORMATS:  # one triangulation for all mesh formats; axes: geometry/mesh.py
+            mesh = mesh or depth_to_mesh(depth_m, rgb, k.as_tuple(), opts.mesh_max_jump, opts.stride)
+            write_mesh(path, mesh, fmt, rgb, f"{k.comment()}\nmesh max jump {opts.mesh_max_jump:g}",
+                       opts.ply_ascii)
         else:
             xyz, colors = depth_to_points(depth_m, rgb, k.as_tuple(), opts.stride)
             write_ply(path, xyz, colors, opts.ply_ascii,
@@ -196,8 +262,10 @@ def write_outputs(base: Path, depth_m: np.ndarray, rgb: np.ndarray, opts: Output
 
 def predict_files(estimator: DepthEstimator, files: list[tuple[Path, Path]], out_dir: Path,
                   opts: OutputOptions, batch_size: int = 4,
-                  on_done: Callable[[Path, Failure | None], None] | None = None) -> list[Failure]:
+                  on_done: Callable[[Path, Failure | None], None] | None = None,
+                  align: AlignOptions | None = None) -> list[Failure]:
     """Predict every file and write its outputs under `out_dir`; returns the failures (others still run).
+    `align`: the files in `align.targets` are aligned to their known points before anything is written.
 
     Images are read one by one and grouped by size; a group is run as one batch when it holds
     `batch_size` images (and at the end), so memory stays bounded by sizes x batch_size images.
@@ -223,9 +291,12 @@ def predict_files(estimator: DepthEstimator, files: list[tuple[Path, Path]], out
             return
         for (job, rgb), depth in zip(group, depths):
             try:
+                if align is not None and job.path in align.targets:
+                    depth, align.fits[job.path] = align_depth(depth, align.targets[job.path], align.mode,
+                                                              robust=align.robust, space=align.space)
                 write_outputs(job.base, depth, rgb, opts, job.path)
                 done(job.path, None)
-            except IntrinsicsError as e:
+            except (IntrinsicsError, MeshError, AlignError) as e:
                 done(job.path, Failure(str(job.path), str(e)))
             except OSError as e:
                 where = e.filename or job.base.parent

@@ -13,8 +13,13 @@ For an input `<stem>.<ext>` (any container FFmpeg reads) the outputs beside the 
 
 The colour video is encoded in a second pass over the float16 depth (kept in a temporary file beside the
 outputs), so memory holds one batch of frames whatever the clip's length. Frames whose width or height is
-odd are padded by one replicated column / row for H.264's 4:2:0 chroma. Rotation metadata of phone
-videos is not applied (frames are used as stored).
+odd are padded by one replicated column / row for H.264's 4:2:0 chroma. A phone video's rotation (the
+display matrix side data, or an old-style `rotate` tag) is applied to every frame before prediction
+(`orientation`, `orient`), so every output is upright, as a player shows the clip; rotations that are not
+a multiple of 90 degrees are left as stored (with a note).
+
+With `temporal` (a strength in [0, 0.95]) each frame's depth passes through `temporal.ScaleStabiliser`
+(per-frame scale alignment to a running reference) before it is written: steadier depth over time.
 
 Any object with `predict_rgb(list of uint8 HxWx3) -> list of HxW float32 metres` can predict (a
 `DepthEstimator`, or the ONNX engine `DepthEstimator.from_onnx`, as `predict --engine onnx` passes).
@@ -37,6 +42,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from transferdepth.api.predict import Failure, colorize, write_png16
+from transferdepth.apps.temporal import ScaleStabiliser, check_strength
 from transferdepth.geometry.camera import Intrinsics, IntrinsicsError, IntrinsicsSpec, resolve
 from transferdepth.geometry.stereo import StereoOptions, convergence_for, stereo_image
 from transferdepth.utils import atomic_folder, atomic_write
@@ -69,6 +75,11 @@ class VideoOptions:
     stereo: StereoOptions | None = None
     intrinsics: IntrinsicsSpec | tuple[float, float, float, float] | None = None
     batch_size: int = 8
+    temporal: float | None = None  # ScaleStabiliser strength in [0, 0.95]; None = per-frame depth as predicted
+
+    def __post_init__(self) -> None:
+        if self.temporal is not None:
+            self.temporal = check_strength(self.temporal, "temporal")
 
 
 @dataclass
@@ -137,14 +148,109 @@ def _open(path: str | os.PathLike):
     return container
 
 
-def read_frames(path: str | os.PathLike) -> Iterator[tuple[float, np.ndarray]]:
-    """Decode a video's first video stream: yields (timestamp seconds, uint8 HxWx3 RGB) per frame.
+# --- orientation (phone videos) ---------------------------------------------------------------------
+
+# (transpose, flip rows, flip columns), applied in that order -> what it does to the stored frame
+ORIENTATIONS = {(False, False, False): "as stored", (True, False, True): "rotated 90 degrees clockwise",
+                (True, True, False): "rotated 90 degrees counter-clockwise", (False, True, True): "rotated 180 degrees",
+                (False, False, True): "mirrored left-right", (False, True, False): "mirrored top-bottom",
+                (True, False, False): "transposed", (True, True, True): "transposed and rotated 180 degrees"}
+Orientation = tuple[bool, bool, bool]
+
+
+def orientation(matrix: Sequence[float]) -> Orientation | None:
+    """FFmpeg's display matrix (9 numbers, row-major [a b u; c d v; x y w], AV_PKT_DATA_DISPLAYMATRIX; only
+    the signs and sizes of a, b, c, d matter) -> (transpose, flip rows, flip columns) that turn a stored
+    frame into the displayed one, as `ffmpeg`'s autorotate does: a displayed pixel (x', y') comes from
+    the stored (x, y) with x' = a x + c y, y' = b x + d y (image axes, y down). None when the matrix is not
+    a multiple of 90 degrees (with or without a mirror), or is degenerate."""
+    if len(matrix) != 9:
+        raise ValueError(f"display matrix: expected 9 numbers, got {len(matrix)}")
+    a, b, c, d = (float(matrix[i]) for i in (0, 1, 3, 4))
+    scale = max(abs(a), abs(b), abs(c), abs(d))
+    if not scale > 0:
+        return None
+    a, b, c, d = (v / scale for v in (a, b, c, d))
+    if all(abs(v) < 1e-3 for v in (b, c)) and all(abs(abs(v) - 1) < 1e-3 for v in (a, d)):
+        return False, d < 0, a < 0
+    if all(abs(v) < 1e-3 for v in (a, d)) and all(abs(abs(v) - 1) < 1e-3 for v in (b, c)):
+        return True, b < 0, c < 0
+    return None
+
+
+def rotate_tag_matrix(degrees_clockwise: float) -> list[float]:
+    """The display matrix of an old-style `rotate` stream tag (degrees clockwise, as players apply it)."""
+    r = math.radians(degrees_clockwise)
+    cos, sin = round(math.cos(r), 9), round(math.sin(r), 9)
+    return [cos, sin, 0.0, -sin, cos, 0.0, 0.0, 0.0, 1.0]
+
+
+def orient(rgb: np.ndarray, how: Orientation | None) -> np.ndarray:
+    """A stored frame (HxWxC) as displayed: transposed, then rows / columns reversed (`orientation`)."""
+    if how is None or how == (False, False, False):
+        return rgb
+    transpose, flip_rows, flip_cols = how
+    out = rgb.swapaxes(0, 1) if transpose else rgb
+    out = out[::-1] if flip_rows else out
+    out = out[:, ::-1] if flip_cols else out
+    return np.ascontiguousarray(out)
+
+
+def frame_display_matrix(frame: Any, stream: Any) -> list[float] | None:
+    """The display matrix of a decoded PyAV frame (its DISPLAYMATRIX side data), else of the stream's
+    `rotate` tag; None when neither says anything."""
+    try:
+        for sd in frame.side_data:
+            if getattr(getattr(sd, "type", None), "name", "") == "DISPLAYMATRIX":
+                return [float(v) for v in np.frombuffer(bytes(sd), "=i4", count=9)]
+    except Exception:  # noqa: BLE001 - a PyAV without frame side data: try the tag
+        pass
+    tag = (stream.metadata or {}).get("rotate")
+    try:
+        return rotate_tag_matrix(float(tag)) if tag not in (None, "", "0") else None
+    except ValueError:
+        return None
+
+
+def _frame_orientation(frame: Any, stream: Any) -> tuple[Orientation | None, str]:
+    """(orientation to apply, a note for the user or '') for the clip whose first frame is `frame`."""
+    matrix = frame_display_matrix(frame, stream)
+    if matrix is None:
+        return None, ""
+    how = orientation(matrix)
+    if how is None:
+        angle = getattr(frame, "rotation", None)
+        return None, (f"display rotation of {angle} degrees is not a multiple of 90: frames used as stored"
+                      if angle is not None else "display matrix not a 90-degree rotation: frames used as stored")
+    return how, ("" if how == (False, False, False) else f"frames {ORIENTATIONS[how]} (display matrix)")
+
+
+def video_orientation(path: str | os.PathLike) -> tuple[Orientation | None, str]:
+    """The orientation `read_frames` applies to the video `path` (from its first frame) and a note ('' for
+    none or no rotation). A first frame that cannot be decoded gives (None, ''): `read_frames` names it."""
+    av = require_av(str(path))
+    container = _open(path)
+    try:
+        stream = container.streams.video[0]
+        for frame in container.decode(stream):
+            return _frame_orientation(frame, stream)
+    except av.error.FFmpegError:
+        pass
+    finally:
+        container.close()
+    return None, ""
+
+
+def read_frames(path: str | os.PathLike, upright: bool = True) -> Iterator[tuple[float, np.ndarray]]:
+    """Decode a video's first video stream: yields (timestamp seconds, uint8 HxWx3 RGB) per frame; with
+    `upright` each frame turned as the first frame's display matrix says (a phone's portrait clip comes out
+    portrait), else as stored.
 
     Raises VideoError for no video stream, zero frames, a decoding error, or fewer frames than the
     container announces (a truncated file)."""
     av = require_av(str(path))
     container = _open(path)
-    name, n = str(path), 0
+    name, n, how = str(path), 0, None
     try:
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
@@ -152,8 +258,10 @@ def read_frames(path: str | os.PathLike) -> Iterator[tuple[float, np.ndarray]]:
         rate = stream.average_rate or stream.guessed_rate or Fraction(30)
         try:
             for frame in container.decode(stream):
+                if n == 0 and upright:
+                    how = _frame_orientation(frame, stream)[0]
                 t = frame.time if frame.time is not None else n / float(rate)
-                yield float(t), frame.to_ndarray(format="rgb24")
+                yield float(t), orient(frame.to_ndarray(format="rgb24"), how)
                 n += 1
         except av.error.FFmpegError as e:
             raise VideoError(name, f"cannot decode frame {n} (truncated or corrupt?): {e}") from None
@@ -364,9 +472,13 @@ def predict_video(path: str | os.PathLike, predictor: FramePredictor, base: str 
     paths = output_paths(base, opts)
     base.parent.mkdir(parents=True, exist_ok=True)
     fps = frame_rate(path)
+    note = video_orientation(path)[1]
     with ExitStack() as stack:
         frames_dir = stack.enter_context(atomic_folder(paths["png16"])) if opts.png16 else None
-        return _predict_video(path, predictor, base, paths, opts, fps, frames_dir, on_frames)
+        result = _predict_video(path, predictor, base, paths, opts, fps, frames_dir, on_frames)
+    if note:
+        result.notes.insert(0, note)
+    return result
 
 
 def _predict_video(path: str | os.PathLike, predictor: FramePredictor, base: Path, paths: dict[str, Path],
@@ -377,12 +489,13 @@ def _predict_video(path: str | os.PathLike, predictor: FramePredictor, base: Pat
     raw = tempfile.NamedTemporaryFile(dir=base.parent, prefix=f".{base.name}.", suffix=".f16", delete=False)
     raw_path = Path(raw.name)
     sink = _FrameSink(path, paths, opts, fps, raw, frames_dir)
+    steady = ScaleStabiliser(opts.temporal) if opts.temporal is not None else None
     try:
         with raw:
             pending = 0
             for i, t, rgb, depth in iter_depth(path, predictor, opts.batch_size, timings):
                 t0 = time.perf_counter()
-                sink.add(i, t, rgb, depth)
+                sink.add(i, t, rgb, depth if steady is None else steady(depth, rgb))
                 timings["write"] += time.perf_counter() - t0
                 pending += 1
                 if on_frames is not None and pending >= opts.batch_size:
@@ -483,9 +596,11 @@ def split_inputs(files: list[tuple[Path, Path]]
     return images, videos, failures
 
 
-def video_options(opts: Any, batch_size: int, formats_given: Sequence[str] | None) -> VideoOptions:
+def video_options(opts: Any, batch_size: int, formats_given: Sequence[str] | None,
+                  temporal: float | None = None) -> VideoOptions:
     """VideoOptions from predict's OutputOptions: depth video and npz always; per-frame 16-bit PNGs when
-    png16 was asked for explicitly (not png16 as the default format); stereo video with the stereo format."""
+    png16 was asked for explicitly (not png16 as the default format); stereo video with the stereo format;
+    `temporal`: the stabiliser's strength (None: off)."""
     return VideoOptions(cmap=opts.cmap, range_m=opts.range_m, png16=bool(formats_given) and "png16" in opts.formats,
                         stereo=(opts.stereo or StereoOptions()) if "stereo" in opts.formats else None,
-                        intrinsics=opts.intrinsics, batch_size=batch_size)
+                        intrinsics=opts.intrinsics, batch_size=batch_size, temporal=temporal)

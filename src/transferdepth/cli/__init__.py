@@ -31,14 +31,16 @@ COMMANDS = {
     "evaluate": "evaluate a checkpoint under a named protocol (densedepth | eigen | kitti)",
     "compare": "train/evaluate several encoders under one config; write the comparison",
     "predict": "predict depth (metres) for images: 16-bit PNG mm, .npy, colour, PLY",
-    "export": "export a checkpoint to ONNX or TorchScript (dynamic height and width)",
+    "export": "export a checkpoint to ONNX, TorchScript or OpenVINO IR (dynamic height and width)",
     "weights": "ImageNet encoder weights: list the cache, fetch",
     "import": "convert another project's trained model into a checkpoint",
     "serve": "serve a checkpoint: HTTP API and a web page with a 3D view",
     "push": "share a checkpoint on the Hugging Face Hub, with a generated model card",
+    "fuse": "fuse a posed RGB-D sequence's depth (model or sensor) into one mesh (TSDF)",
+    "evaluate-3d": "compare a mesh with a reference: accuracy, completeness, chamfer, F-score",
 }
 # Commands whose module name differs from the command (`import` is a Python keyword).
-MODULES = {"import": "import_"}
+MODULES = {"import": "import_", "evaluate-3d": "evaluate_3d"}
 
 
 class UserError(Exception):

@@ -58,7 +58,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         "model's; kitti masks at 80 m unless given)")
     p.add_argument("--size", default=None,
                    help="network input HEIGHTxWIDTH, each side 1-8192 (default: the image's own size)")
-    p.add_argument("--median-scale", action="store_true", help="scale each prediction to the GT median")
+    p.add_argument("--align", default=None, choices=("median", "scale", "scale-shift"),
+                   help="fit each prediction to its ground truth before scoring (zero-shot protocols): median "
+                        "(ratio of medians), scale or scale-shift (least squares; scale in depth, scale-shift in "
+                        "disparity = 1/m as MiDaS, unless --align-space); default: none (metric)")
+    p.add_argument("--align-space", default=None, choices=("depth", "disparity"),
+                   help="the space of the --align fit (default: depth for median and scale, disparity for "
+                        "scale-shift)")
+    p.add_argument("--median-scale", action="store_true", help="the same as --align median")
     p.add_argument("--batch-size", type=int, default=4, help="images per forward pass (1-1024; default 4)")
     p.add_argument("--limit", type=int, default=None, help="evaluate the first N images only (>= 1)")
     p.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda, cuda:N")
@@ -91,6 +98,13 @@ def check_args(args: argparse.Namespace) -> None:
     for flag, v in (("--min-depth", args.min_depth), ("--max-depth", args.max_depth)):
         if v is not None and not (math.isfinite(v) and v > 0):
             raise ValueError(f"{flag} must be a finite depth > 0 in metres, got {v}")
+    if args.median_scale and args.align not in (None, "median"):
+        raise ValueError(f"--median-scale is --align median; it cannot go with --align {args.align}")
+    if args.align_space is not None and args.align is None and not args.median_scale:
+        raise ValueError("--align-space: give --align median|scale|scale-shift too")
+    if args.align_space == "disparity" and (args.align == "median" or args.median_scale):
+        raise ValueError("--align-space disparity: median scaling is a ratio of medians of depth; use it with "
+                         "--align scale or scale-shift")
     if args.min_depth is not None and args.max_depth is not None and args.min_depth >= args.max_depth:
         raise ValueError(f"--min-depth {args.min_depth} must be below --max-depth {args.max_depth} (metres)")
 
@@ -114,6 +128,7 @@ def _run(args: argparse.Namespace) -> int:
     dataset = open_dataset(args.data, args.split)
     metrics = evaluate(model, dataset, args.protocol, crop=crop, flip=not args.no_flip, min_depth=min_depth,
                        max_depth=args.max_depth, size=size, median_scaling=args.median_scale,
+                       align=args.align, align_space=args.align_space,
                        batch_size=args.batch_size, device=device, limit=args.limit, progress=True)
     metrics["checkpoint"] = str(args.checkpoint)
     metrics["data"] = args.data

@@ -1,4 +1,4 @@
-"""`transferdepth serve --checkpoint DIR [--engine torch|onnx] [--host 127.0.0.1] [--port 8000]`.
+"""`transferdepth serve --checkpoint DIR [--engine torch|compile|onnx|openvino|auto] [--host 127.0.0.1] [--port 8000]`.
 
 An HTTP server for depth (metres): POST /v1/depth, GET /v1/model, GET /healthz, a page at / and the
 OpenAPI docs at /docs. Needs the optional extra: pip install 'transferdepth[serve]'.
@@ -20,9 +20,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("serve", help=COMMANDS["serve"],
                        description=__doc__.splitlines()[0])
     p.add_argument("--checkpoint", required=True,
-                   help="checkpoint directory (or, with --engine onnx, a .onnx file from `transferdepth export`)")
-    p.add_argument("--engine", choices=("torch", "onnx"), default="torch",
-                   help="torch (DepthEstimator) or onnx (onnxruntime; the checkpoint is exported at start)")
+                   help="checkpoint directory (or, with --engine onnx or openvino, a .onnx file from `transferdepth "
+                        "export`; openvino also an IR .xml)")
+    from transferdepth.deploy.engines import CHOICES  # imports no torch
+
+    p.add_argument("--engine", choices=CHOICES, default="torch",
+                   help="torch (DepthEstimator), compile (torch.compile), onnx (onnxruntime), openvino, openvino-bf16 "
+                        "(CPU engines; a checkpoint is exported at start), or auto (the fastest here, measured once "
+                        "and cached; docs/using.md \"Engines\")")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=8000, help="TCP port, 0..65535 (0: any free port; default 8000)")
     p.add_argument("--api-key", default=None,
@@ -76,7 +81,7 @@ def _run(args: argparse.Namespace) -> int:
         print(f"transferdepth: warning: serving on {args.host}, reachable from other machines; "
               + ("the API key is required on every endpoint but /healthz" if api_key else
                  f"anyone who can reach it can use it (set --api-key or ${API_KEY_ENV})"), file=sys.stderr)
-    device = str(resolve_device(args.device)) if args.engine == "torch" else None
+    device = str(resolve_device(args.device)) if args.engine in ("torch", "auto") else None
     engine = load_engine(args.engine, args.checkpoint, device=device,
                          max_pixels=args.max_pixels or DEFAULT_MAX_PIXELS)
     settings = Settings(max_body_bytes=int(args.max_body_mb * 2**20), queue_size=args.queue_size,
@@ -84,7 +89,7 @@ def _run(args: argparse.Namespace) -> int:
     app = create_app(engine, settings)
     _log_to_stderr(args.log_level)
     shown = f"[{args.host}]" if ":" in args.host else args.host
-    print(f"transferdepth serve: {args.engine} engine, {args.checkpoint}; http://{shown}:{args.port}/ "
+    print(f"transferdepth serve: {engine.name} engine, {args.checkpoint}; http://{shown}:{args.port}/ "
           f"(API docs at /docs)", file=sys.stderr)
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level,
                 timeout_keep_alive=args.keep_alive)

@@ -1,4 +1,4 @@
-"""Export a trained network for deployment: ONNX or TorchScript, dynamic height and width.
+"""Export a trained network for deployment: ONNX, TorchScript or OpenVINO IR, dynamic height and width.
 
 The exported graph is `MetricDepth`: (N,3,H,W) float32 RGB in [0,1] -> (N,1,H,W) float32 depth in metres
 at the input's size, clamped to the model's depth range (metres). Normalisation, the padding a size needs (sides
@@ -21,6 +21,10 @@ A wrong input: the TorchScript archive checks shape and dtype first (`CheckedInp
 is ours). ONNX declares the input float32 (batch,3,height,width), and onnxruntime refuses anything else
 itself: `INVALID_ARGUMENT : Got invalid dimensions for input: rgb for the following indices index: 1
 Got: 4 Expected: 3`, or `Unexpected input data type. Actual: (tensor(double)) , expected: (tensor(float))`.
+
+OpenVINO IR (`export_openvino`): the fp32 ONNX graph converted by `openvino.convert_model` and saved as
+`NAME.xml` + `NAME.bin` (weights float32, not compressed to float16), the contract in the IR's rt_info under
+`transferdepth` (`set_ir_metadata` / `ir_metadata`; the same keys as the ONNX metadata).
 
 ONNX uses the TorchScript-based exporter (`dynamo=False`): it traces tensor shapes as graph values, so
 the padding, the decoder's upsampling sizes and the crop follow the input at run time (checked by the
@@ -57,7 +61,7 @@ from transferdepth.inference.checkpoint import load_checkpoint
 from transferdepth.models import DepthNet
 from transferdepth.utils import atomic_write
 
-FORMATS = ("onnx", "torchscript")
+FORMATS = ("onnx", "torchscript", "openvino")
 EXAMPLE_SIZE = (96, 128)  # (H, W) of the tracing input; any size works afterwards
 PRECISIONS = ("fp32", "fp16", "int8")
 
@@ -245,15 +249,67 @@ def export_torchscript(model: DepthNet, path: str | os.PathLike, flip: bool = Fa
     return path
 
 
+IR_GROUP = "transferdepth"  # the rt_info entry of an OpenVINO IR that holds our contract
+
+
+def set_ir_metadata(ov_model: Any, meta: dict[str, str]) -> None:
+    """Store `meta` (`contract.contract`'s keys, "transferdepth.*") in an openvino.Model's rt_info under
+    `transferdepth` (written into the IR's .xml by `openvino.save_model`)."""
+    for key, value in meta.items():
+        ov_model.set_rt_info(str(value), [IR_GROUP, key.removeprefix(IR_GROUP + ".")])
+
+
+def ir_metadata(ov_model: Any) -> dict[str, str]:
+    """The "transferdepth.*" keys of an openvino.Model read from an IR (`set_ir_metadata`) or from one of our ONNX
+    files (OpenVINO's ONNX reader puts metadata_props under rt_info `framework`); {} if there are none."""
+    rt, meta = ov_model.get_rt_info(), {}
+    for group, prefix in (("framework", ""), (IR_GROUP, IR_GROUP + ".")):
+        if group in rt.keys():
+            entries = rt[group]
+            if isinstance(entries, dict):
+                meta |= {prefix + k: v.astype(str) for k, v in entries.items()}
+    return {k: v for k, v in meta.items() if k.startswith(IR_GROUP + ".")}
+
+
+def export_openvino(model: DepthNet, path: str | os.PathLike, *, flip: bool = False, precision: str = "fp32") -> Path:
+    """Write `model` as an OpenVINO IR: `path` (.xml) and the .bin beside it (the fp32 ONNX graph converted
+    by OpenVINO, float32 weights, our contract in rt_info). Written in a temp folder beside `path` and renamed
+    into place (.bin first, then .xml). Returns the .xml path. ExportError (one line) without openvino."""
+    if precision != "fp32":
+        raise ExportError(f"--precision {precision}: --format openvino writes an fp32 IR (run it in bf16 with "
+                          "the openvino-bf16 engine)")
+    path = Path(path)
+    if path.suffix.lower() != ".xml":
+        raise ExportError(f"--out {path}: an OpenVINO IR is a .xml file (its weights go to a .bin beside it)")
+    try:
+        import openvino as ov
+    except ImportError:
+        raise ExportError("--format openvino needs openvino: pip install 'transferdepth[openvino]'") from None
+    import tempfile
+
+    wrapper = MetricDepth(model.cpu(), flip=flip).eval()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=f".{path.stem}.", dir=path.parent) as tmp:
+        onnx_path = export_onnx(model, Path(tmp) / "model.onnx", flip=flip)
+        ov_model = ov.convert_model(str(onnx_path))
+        set_ir_metadata(ov_model, contract(model, wrapper, precision))
+        ov.save_model(ov_model, str(Path(tmp) / "model.xml"), compress_to_fp16=False)
+        for suffix in (".bin", ".xml"):  # the .xml, which names the .bin, last (files: 0666 & ~umask, as written)
+            os.replace(Path(tmp) / f"model{suffix}", path.with_suffix(suffix))
+    return path
+
+
 def export_checkpoint(checkpoint: str | os.PathLike, fmt: str, out: str | os.PathLike, *, flip: bool = False,
                       precision: str = "fp32", **calibration: Any) -> Path:
-    """Load a checkpoint directory and export it as `fmt` ("onnx" or "torchscript") to the file `out`;
-    flip, precision and calibration options as `export_onnx` (TorchScript: fp32 only)."""
+    """Load a checkpoint directory and export it as `fmt` ("onnx", "torchscript" or "openvino") to the file `out`;
+    flip, precision and calibration options as `export_onnx` (TorchScript, OpenVINO: fp32 only)."""
     if fmt not in FORMATS:
         raise ValueError(f"export format '{fmt}': choose one of {', '.join(FORMATS)}")
-    if fmt == "torchscript" and precision != "fp32":
-        raise ExportError(f"--precision {precision}: only for --format onnx (TorchScript is exported as fp32)")
+    if fmt != "onnx" and precision != "fp32":
+        raise ExportError(f"--precision {precision}: only for --format onnx ({fmt} is exported as fp32)")
     model = load_checkpoint(checkpoint)
     if fmt == "onnx":
         return export_onnx(model, out, flip=flip, precision=precision, **calibration)
+    if fmt == "openvino":
+        return export_openvino(model, out, flip=flip)
     return export_torchscript(model, out, flip=flip)

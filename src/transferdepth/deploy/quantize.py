@@ -5,10 +5,16 @@ per-channel int8 weights, calibrated on a few images: a dataset spec, an image f
 set of procedural rooms) -> `bias_correction.correct_biases` (against the float graph, same images). The last
 convolution, the DepthNorm inversion and every Resize stay float32 by default (the most accurate setting
 measured on real data, docs/using.md). The settings go into the file's metadata (`quant_method`).
+
+`quantizer="nncf"`: NNCF's post-training quantisation instead (`nncf.quantize`: MinMax, preset "mixed", i.e.
+int8 symmetric per-channel weights and 8-bit asymmetric activations, then its fast bias correction), with the
+same nodes left float32, on the ONNX graph (`quantize_onnx`, run by onnxruntime) or on the OpenVINO model read
+from it (`quantize_openvino`, run by OpenVINO). Accuracy of both against ours: docs/using.md.
 """
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -94,6 +100,11 @@ DEFAULT_CALIBRATION_METHOD = "minmax"
 # DequantizeLinear/QuantizeLinear with layout transposes around it (MobileNetV2 480x640: 77 ms -> 36 ms)
 DEFAULT_ACTIVATIONS = "uint8"
 DEFAULT_QUANT_EXCLUDE = "last-conv+resize"  # the best of those tried on real data (docs/using.md)
+QUANTIZERS = ("ours", "nncf")  # ours: onnxruntime quantize_static + bias_correction; nncf: nncf.quantize
+DEFAULT_QUANTIZER = "ours"
+# asymmetric activations; MobileNetV2 seed 0 of docs/using.md's NNCF table, office set, a throw-away script:
+# delta1 -0.0160, abs rel +0.0167 with "mixed"; -0.0177, +0.0206 with "performance" (NNCF's default)
+NNCF_PRESET = "mixed"
 
 
 def quant_method(method: str = DEFAULT_CALIBRATION_METHOD, per_channel: bool = True,
@@ -130,9 +141,25 @@ def _excluded_nodes(model: Any, exclude: str) -> list[str]:
     return names
 
 
+def nncf_method(exclude: str = DEFAULT_QUANT_EXCLUDE, bias_correction: bool = True, backend: str = "onnx") -> str:
+    """The `transferdepth.quantization` metadata line of an NNCF quantisation (`backend`: "onnx" or "openvino")."""
+    kept = quant_method(exclude=exclude, bias_correction=False).split("; ", 1)[1]
+    return (f"NNCF {_nncf().__version__} post-training quantisation on the {backend} model: MinMax, preset "
+            f"{NNCF_PRESET} (int8 symmetric per-channel weights, 8-bit asymmetric per-tensor activations); {kept}"
+            + ("; NNCF fast bias correction" if bias_correction else ""))
+
+
 def _check_quantization(method: str = DEFAULT_CALIBRATION_METHOD, exclude: str = DEFAULT_QUANT_EXCLUDE,
                         per_channel: bool = True, activations: str = DEFAULT_ACTIVATIONS,
-                        bias_correction: bool = True) -> None:
+                        bias_correction: bool = True, quantizer: str = DEFAULT_QUANTIZER) -> None:
+    if quantizer not in QUANTIZERS:
+        raise ExportError(f"quantizer {quantizer}: choose one of {', '.join(QUANTIZERS)}")
+    if quantizer == "nncf":  # NNCF chooses these itself
+        _nncf()  # installed? (before the export's work)
+        for name, value, default in (("method", method, DEFAULT_CALIBRATION_METHOD), ("per_channel", per_channel, True),
+                                     ("activations", activations, DEFAULT_ACTIVATIONS)):
+            if value != default:
+                raise ExportError(f"quantisation {name} {value}: only with quantizer ours (NNCF sets its own)")
     if not isinstance(bias_correction, bool):
         raise ExportError(f"bias_correction must be True or False, got {bias_correction!r}")
     if activations not in ACTIVATION_TYPES:
@@ -145,20 +172,26 @@ def _check_quantization(method: str = DEFAULT_CALIBRATION_METHOD, exclude: str =
 
 def quantize_onnx(proto: Any, batches: list[np.ndarray], *, method: str = DEFAULT_CALIBRATION_METHOD,
                   per_channel: bool = True, exclude: str = DEFAULT_QUANT_EXCLUDE,
-                  activations: str = DEFAULT_ACTIVATIONS, bias_correction: bool = True
-                  ) -> tuple[Any, dict[str, str]]:
+                  activations: str = DEFAULT_ACTIVATIONS, bias_correction: bool = True,
+                  quantizer: str = DEFAULT_QUANTIZER) -> tuple[Any, dict[str, str]]:
     """A float32 graph -> its 8-bit QDQ graph (int8 weights, per channel by default; `activations` "uint8"
     (default) or "int8", per tensor, calibrated with `method` ("minmax", "entropy", "percentile") on `batches`
     of (1,3,H,W) float32 RGB in [0,1]), and metadata describing the method. exclude: which nodes stay float32
     ("none"; "head": those after the last convolution; "last-conv": that convolution too; "last-conv+resize":
     also every Resize). bias_correction: shift each quantised convolution's bias so that its mean output on
     `batches` matches the float graph's (`transferdepth.deploy.bias_correction`; per convolution one pass of the
-    part of the graph it depends on)."""
+    part of the graph it depends on). quantizer "nncf": `nncf.quantize` on the graph instead (NNCF_PRESET, the
+    same `exclude`, its fast bias correction unless bias_correction is False; method, per_channel and
+    activations must stay at their defaults)."""
     import tempfile
 
     import onnx
 
-    _check_quantization(method, exclude, per_channel, activations, bias_correction)
+    _check_quantization(method, exclude, per_channel, activations, bias_correction, quantizer)
+    if quantizer == "nncf":
+        out = _nncf_quantize(proto, batches, lambda x: {INPUT_NAME: x}, _excluded_nodes(proto, exclude),
+                             bias_correction)
+        return out, {"transferdepth.quantization": nncf_method(exclude, bias_correction, "onnx")}
     q = _quantization_tools()
 
     class Reader(q.CalibrationDataReader):
@@ -190,3 +223,50 @@ def quantize_onnx(proto: Any, batches: list[np.ndarray], *, method: str = DEFAUL
             correct_biases(out, onnx.load(str(pre)), [{INPUT_NAME: b} for b in batches])
     return out, {"transferdepth.quantization": quant_method(method, per_channel, exclude, activations,
                                                             bias_correction)}
+
+
+def _nncf() -> Any:
+    try:
+        import nncf
+    except ImportError:
+        raise ExportError("the nncf quantizer needs NNCF: pip install 'transferdepth[openvino]'") from None
+    nncf.set_log_level(logging.ERROR)  # else one INFO line per node left out
+    return nncf
+
+
+def _nncf_quantize(model: Any, batches: list[np.ndarray], feed: Any, ignored: list[str], bias_correction: bool) -> Any:
+    """`nncf.quantize` of `model` (an onnx ModelProto or an openvino Model) calibrated on every one of `batches`
+    (`feed`: batch -> the model's input), the nodes named in `ignored` left float32 (names absent from the
+    model are skipped), preset NNCF_PRESET, fast bias correction unless `bias_correction` is False."""
+    nncf = _nncf()
+    from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters
+
+    with quiet():
+        return nncf.quantize(model, nncf.Dataset(batches, feed), preset=nncf.QuantizationPreset(NNCF_PRESET),
+                             subset_size=len(batches), fast_bias_correction=True,
+                             ignored_scope=nncf.IgnoredScope(names=list(ignored), validate=False),
+                             advanced_parameters=AdvancedQuantizationParameters(
+                                 disable_bias_correction=not bias_correction))
+
+
+def quantize_openvino(proto: Any, batches: list[np.ndarray], *, exclude: str = DEFAULT_QUANT_EXCLUDE,
+                      bias_correction: bool = True) -> tuple[Any, dict[str, str]]:
+    """A float32 ONNX graph -> an int8 OpenVINO model (`openvino.Model`, FakeQuantize nodes; save it with
+    `openvino.save_model`) by NNCF (as `quantize_onnx(quantizer="nncf")`: NNCF_PRESET, calibrated on `batches`
+    of (1,3,H,W) float32 RGB in [0,1], the same `exclude`, fast bias correction), and its metadata line."""
+    import tempfile
+
+    import onnx
+
+    _check_quantization(exclude=exclude, bias_correction=bias_correction, quantizer="nncf")
+    try:
+        import openvino as ov
+    except ImportError:
+        raise ExportError("OpenVINO int8 needs openvino: pip install 'transferdepth[openvino]'") from None
+    names = _excluded_nodes(proto, exclude)
+    names += [f"{n}/WithoutBiases" for n in names]  # OpenVINO splits a Conv with bias into Convolution + Add
+    with tempfile.TemporaryDirectory(prefix="transferdepth-ov-int8-") as tmp:
+        onnx.save(proto, str(Path(tmp) / "fp32.onnx"))
+        model = ov.Core().read_model(str(Path(tmp) / "fp32.onnx"))
+        out = _nncf_quantize(model, batches, lambda x: x, names, bias_correction)
+    return out, {"transferdepth.quantization": nncf_method(exclude, bias_correction, "openvino")}

@@ -36,6 +36,7 @@ from transferdepth.evaluation.metrics import (
     MetricAccumulator,
     median_scale,
 )
+from transferdepth.geometry.align import ALIGN_MODES, AlignError, check_mode, fit_alignment, needed_points
 from transferdepth.inference.core import infer, rgb_to_tensor
 from transferdepth.models import DepthNet
 from transferdepth.recipe import check_depth_range
@@ -130,11 +131,59 @@ def _resolve_crop(crop: Any, protocol: str, dataset: Any, h: int, w: int) -> Any
     return crop
 
 
+EVAL_ALIGN_MODES = ("median", *ALIGN_MODES)  # evaluate's --align: per image, to the ground truth
+
+
+def _check_align(align: str | None, space: str | None, median_scaling: bool) -> tuple[str | None, str | None]:
+    """(mode, space) of the per-image alignment; ValueError (one line) for unknown names or a conflict."""
+    if median_scaling:
+        if align not in (None, "median"):
+            raise ValueError(f"median_scaling=True and align='{align}': choose one (median_scaling is align='median')")
+        align = "median"
+    if align is None:
+        return None, None
+    if align not in EVAL_ALIGN_MODES:
+        raise ValueError(f"align: unknown mode '{align}'; choose one of {', '.join(EVAL_ALIGN_MODES)}")
+    if align == "median":
+        if space not in (None, "depth"):
+            raise ValueError("align_space: median scaling is a ratio of medians of depth (metres); got "
+                             f"'{space}'")
+        return align, "depth"
+    try:
+        return align, check_mode(align, space, "align")
+    except AlignError as e:
+        raise ValueError(str(e)) from None
+
+
+def align_prediction(pred: np.ndarray, gt: np.ndarray, valid: Any, mode: str, space: str | None = None,
+                     clamp_m: tuple[float, float] | None = None, name: str | None = None) -> np.ndarray:
+    """One (H,W) prediction (metres) aligned to its ground truth over the valid pixels (gt > 0, finite).
+
+    median: pred * median(gt) / median(pred) (`metrics.median_scale`; a scale, in depth), not clamped (as it
+    always was). scale / scale-shift: least squares (`geometry.align.fit_alignment`) in `space` (default:
+    scale in depth, scale-shift in disparity = 1 / metres, the MiDaS zero-shot protocol), then back to metres
+    clamped to `clamp_m` (MiDaS clamps to its depth cap). An image with fewer valid pixels than the fit needs
+    is returned unaligned (as median scaling does with none).
+    """
+    valid = np.asarray(valid, bool)
+    if mode == "median":
+        return median_scale(pred[None], gt[None], valid[None])[0]
+    mask = valid & np.isfinite(gt) & (gt > 0)
+    if mask.sum() < needed_points(mode):
+        return pred
+    try:
+        fit = fit_alignment(pred[mask], gt[mask], mode, space=space, name=name or "image")
+    except AlignError as e:
+        raise ValueError(f"evaluate --align {mode}: {e}") from None
+    return fit.apply(pred, *clamp_m) if clamp_m is not None else fit.apply(pred)
+
+
 def evaluate(model: DepthNet, dataset: Dataset, protocol: str = "eigen", *, crop: Any = None, flip: bool = True,
              min_depth: float | None = None, max_depth: float | None = None,
              size: tuple[int, int] | None = None, median_scaling: bool = False, batch_size: int = 4,
              device: str | torch.device | None = None, limit: int | None = None, progress: bool = False,
-             predictions: Predictions | None = None) -> dict[str, Any]:
+             predictions: Predictions | None = None, align: str | None = None,
+             align_space: str | None = None) -> dict[str, Any]:
     """Metrics of `model` on `dataset` under `protocol`; the record names the protocol and its options.
 
     Streams (memory does not grow with the test set) unless `predictions` (from `predict_dataset`) is given,
@@ -143,8 +192,10 @@ def evaluate(model: DepthNet, dataset: Dataset, protocol: str = "eigen", *, crop
     nyu_test.zip, else none), "full" = whole frame, or (top, bottom, left, right) inclusive.
     min_depth, max_depth: clamp range in metres (default: the model's). The eigen mask is
     EIGEN_MIN_GT_M < gt < max_depth (the protocol fixes the lower bound; the upper follows the model).
-    median_scaling: scale each prediction by median(gt)/median(pred) over valid pixels (for data whose
-    scale the model cannot know, e.g. another scene or sensor); said in the record.
+    align: None, or per image to its ground truth (for data whose scale the model cannot know, e.g. another
+    scene or sensor; `align_prediction`): median | scale | scale-shift, in `align_space` (default: depth for
+    median and scale, disparity for scale-shift, MiDaS's protocol); said in the record (`align`,
+    `align_space`). median_scaling=True is align="median".
     device: 'auto'/None, 'cpu', 'cuda:N' (`utils.resolve_device`) or a torch.device.
     """
     if protocol not in PROTOCOLS:
@@ -156,6 +207,7 @@ def evaluate(model: DepthNet, dataset: Dataset, protocol: str = "eigen", *, crop
     min_depth, max_depth = check_depth_range(min_depth, max_depth, "evaluate: depth range")
     cap = max_depth if cap is None else cap
     _check_options(batch_size, limit)
+    align, align_space = _check_align(align, align_space, median_scaling)
     if predictions is not None:
         p = predictions
         pairs: Any = ((p.pred[i], {"depth": p.gt[i], "valid": p.valid[i]}) for i in range(len(p.pred)))
@@ -168,8 +220,8 @@ def evaluate(model: DepthNet, dataset: Dataset, protocol: str = "eigen", *, crop
         if acc is None:
             used_crop = _resolve_crop(crop, protocol, dataset, *gt.shape)
             acc = MetricAccumulator(protocol, used_crop, EIGEN_MIN_GT_M, cap)
-        if median_scaling:
-            pred = median_scale(pred[None], gt[None], np.asarray(s["valid"], bool)[None])[0]
+        if align is not None:
+            pred = align_prediction(pred, gt, s["valid"], align, align_space, (min_depth, max_depth), s.get("name"))
         acc.add(pred, gt, frame=s.get("frame"))
     if acc is None:
         raise ValueError("evaluation dataset is empty")
@@ -183,7 +235,8 @@ def evaluate(model: DepthNet, dataset: Dataset, protocol: str = "eigen", *, crop
                            else "protocol default")
     metrics["mask_m"] = [EIGEN_MIN_GT_M, cap] if protocol in ("eigen", "kitti") else None
     metrics["flip"] = flip
-    metrics["median_scaled"] = median_scaling
+    metrics["median_scaled"] = align == "median"
+    metrics["align"], metrics["align_space"] = align, align_space
     metrics["clamp_m"] = [min_depth, max_depth]
     return metrics
 
@@ -197,6 +250,8 @@ def describe(metrics: dict[str, Any]) -> str:
         parts.append(f"RMSE {metrics['rmse_pooling']}")
     if metrics.get("median_scaled"):
         parts.append("median-scaled per image")
+    elif metrics.get("align"):
+        parts.append(f"{metrics['align']} fitted per image in {metrics.get('align_space')} (least squares)")
     if metrics.get("flip") is False:
         parts.append("no flip averaging")
     return ", ".join(parts)

@@ -1,52 +1,27 @@
-"""Process set-up for training: torchrun/DDP process group, the device, mixed precision, collective checks."""
+"""Process set-up for training: torchrun/DDP process group and the device (`inference.distributed`, shared with
+batch prediction), mixed precision, collective checks."""
 
 from __future__ import annotations
 
-import os
 from contextlib import AbstractContextManager, nullcontext
 
 import torch
 import torch.distributed as dist
 from torch import nn
 
+from transferdepth.inference.distributed import dist_setup, dist_teardown, rank_device  # noqa: F401  (setup.dist_*)
 from transferdepth.training.config import ConfigError, TrainConfig
-from transferdepth.utils import resolve_device
-
-
-def dist_setup(device: str) -> tuple[int, int, int, bool]:
-    """(rank, world size, local rank, owned); initialises the process group under torchrun (nccl on CUDA, else
-    gloo). owned: this call created the group, so the caller destroys it (`dist_teardown`) when done."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    owned = world > 1 and not dist.is_initialized()
-    if owned:
-        on_cuda = device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
-        dist.init_process_group("nccl" if on_cuda else "gloo")
-    if dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")), owned
-    return 0, 1, 0, False
-
-
-def dist_teardown(owned: bool) -> None:
-    """Destroy the process group `dist_setup` created. Left to interpreter exit, gloo's threads can abort the
-    process ("terminate called without an active exception", SIGABRT) after training has finished."""
-    if owned and dist.is_initialized():
-        dist.destroy_process_group()
 
 
 def train_device(name: str, local_rank: int) -> torch.device:
-    """The device of this process: `utils.resolve_device(name)`, with plain 'cuda' meaning cuda:LOCAL_RANK.
+    """The device of this process: `inference.distributed.rank_device` (plain 'cuda' means cuda:LOCAL_RANK).
 
     Raises ConfigError (one line naming --device) for an unknown name or a device this machine lacks.
     """
     try:
-        device = resolve_device(name, what="--device")
-        if device.type == "cuda" and device.index is None:
-            device = resolve_device(f"cuda:{local_rank}", what="--device (cuda on LOCAL_RANK)")
+        return rank_device(name, local_rank)
     except ValueError as e:
         raise ConfigError(str(e)) from None
-    if device.type == "cuda":
-        torch.cuda.set_device(device)
-    return device
 
 
 def amp_dtype(cfg: TrainConfig, device: torch.device) -> torch.dtype | None:

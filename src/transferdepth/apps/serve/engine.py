@@ -2,7 +2,8 @@
 
 `TorchEngine` is `DepthEstimator` (so a default request returns what `DepthEstimator.predict` returns).
 `OnnxEngine` is `DepthEstimator.from_onnx` (onnxruntime on the graph of `transferdepth.deploy.export.export_onnx`),
-so predict, serve and video share one ONNX path.
+so predict, serve and video share one ONNX path; with engine="compile" / "openvino" / "openvino-bf16" it is
+`DepthEstimator.from_engine` (the same estimator on that runner, `transferdepth.deploy.engines`).
 """
 
 from __future__ import annotations
@@ -89,9 +90,10 @@ class OnnxEngine:
     name = "onnx"
 
     def __init__(self, source: str | os.PathLike, max_pixels: int | None = DEFAULT_MAX_PIXELS,
-                 threads: int | None = None):
+                 threads: int | None = None, engine: str = "onnx"):
         self.source, self.max_pixels = str(source), max_pixels
-        self.estimator = DepthEstimator.from_onnx(source, threads=threads, max_pixels=max_pixels)
+        self.estimator = DepthEstimator.from_engine(engine, source, threads=threads, max_pixels=max_pixels)
+        self.name = self.estimator.engine
         self.meta, self.max_side = self.estimator.meta, self.estimator.max_side
         self.min_depth, self.max_depth = self.estimator.min_depth, self.estimator.max_depth
 
@@ -112,18 +114,23 @@ class OnnxEngine:
         return est.predict_rgb([rgb])[0]
 
     def info(self) -> dict[str, Any]:
-        return {"engine": self.name, "encoder": self.meta.get("transferdepth.encoder"),
-                "decoder_width": float(self.meta.get("transferdepth.decoder_width", "nan")),
+        m = self.estimator.model  # the graph's description (GraphInfo), or the compiled DepthNet
+        return {"engine": self.name, "encoder": m.encoder_name, "decoder_width": float(m.decoder_width),
                 "min_depth_m": self.min_depth, "max_depth_m": self.max_depth, "input_size": None,
                 "flip": self.estimator.flip, "precision": self.estimator.precision, "weights": self.source,
-                "device": "cpu (onnxruntime)"}
+                "device": "cpu (onnxruntime)" if self.name == "onnx" else f"cpu ({self.name})"}
 
 
 def load_engine(name: str, source: str | os.PathLike, device: str | None = None,
                 max_pixels: int | None = DEFAULT_MAX_PIXELS) -> TorchEngine | OnnxEngine:
-    """'torch' or 'onnx' engine for a checkpoint directory (or a .onnx file for 'onnx')."""
+    """An engine of `transferdepth.deploy.engines.CHOICES` for a checkpoint directory (or a .onnx file for onnx and
+    openvino, an IR .xml for openvino). auto: the fastest here (measured once, cached; torch on a GPU `device`)."""
+    from transferdepth.deploy.engines import CHOICES, choose_engine
+
+    if name == "auto":
+        name = "torch" if device not in (None, "cpu") else choose_engine(source)
     if name == "torch":
         return TorchEngine(source, device=device, max_pixels=max_pixels)
-    if name == "onnx":
-        return OnnxEngine(source, max_pixels=max_pixels)
-    raise ValueError(f"--engine: unknown engine '{name}' (choose torch or onnx)")
+    if name in CHOICES:
+        return OnnxEngine(source, max_pixels=max_pixels, engine=name)
+    raise ValueError(f"--engine: unknown engine '{name}' (choose one of {', '.join(CHOICES)})")

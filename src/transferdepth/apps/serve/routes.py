@@ -25,6 +25,16 @@ from transferdepth.apps.serve.engine import Engine, Options, OptionsError
 from transferdepth.apps.serve.errors import ApiError
 from transferdepth.apps.serve.limits import Admission, BodyTooLarge, Settings
 from transferdepth.geometry import camera
+from transferdepth.geometry.align import (
+    AlignError,
+    Alignment,
+    KnownPoints,
+    align_depth,
+    check_mode,
+    parse_target,
+    points_from_json,
+    prepare_target,
+)
 from transferdepth.inference.imageio import ImageError, colorize, load_image
 
 FORMATS = ("png16", "npy", "color", "ply", "json")
@@ -142,7 +152,10 @@ _DEPTH_DOC = {
         "description": "an image file (JPEG, PNG, ...) as a multipart upload (any field name) or as the raw body",
         "content": {
             "multipart/form-data": {"schema": {"type": "object", "properties": {
-                "image": {"type": "string", "format": "binary"}}}},
+                "image": {"type": "string", "format": "binary"},
+                "align_to": {"type": "string", "format": "binary",
+                             "description": "known metres: 16-bit PNG mm (0 = unknown) or CSV x,y,metres"},
+                "align_points": {"type": "string", "description": "known metres: JSON [[x, y, metres], ...]"}}}},
             "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
             "image/jpeg": {"schema": {"type": "string", "format": "binary"}},
             "image/png": {"schema": {"type": "string", "format": "binary"}},
@@ -202,22 +215,32 @@ def _add_depth_route(app: FastAPI, rt: Runtime) -> None:
     @app.post("/v1/depth", summary="depth of one image", openapi_extra=_DEPTH_DOC)
     async def depth(request: Request, format: str = "png16", flip: bool | None = None,
                     input_size: str | None = None, intrinsics: str | None = None, cmap: str = "plasma",
-                    stride: int = 1) -> Response:
+                    stride: int = 1, align: str | None = None, robust: bool = False,
+                    align_space: str | None = None) -> Response:
         """format: png16 (uint16 mm), npy (float32 m), color (PNG, range in X-Color-Range-M), ply (m), json.
         flip (default true) and input_size (HEIGHTxWIDTH, default the image's own) as DepthEstimator.predict;
         intrinsics for ply/json: auto (EXIF focal length, else the default lens), exif, nyu, fov:DEG or
-        FX,FY,CX,CY in pixels (transferdepth.geometry.camera); the values and their source are in X-Intrinsics(-Source)."""
+        FX,FY,CX,CY in pixels (transferdepth.geometry.camera); the values and their source are in X-Intrinsics(-Source).
+        Known metres (docs/3d.md): a multipart file field `align_to` (16-bit PNG mm at the image's size, 0 =
+        unknown, or CSV x,y,metres) or a form field `align_points` (JSON [[x, y, metres], ...]), pixels of the
+        image as displayed; align scale (default) | scale-shift, robust (RANSAC), align_space depth |
+        disparity; the fit is in X-Align (and `align` in json)."""
         t0 = time.perf_counter()
         fmt = format.lower()
         if fmt not in FORMATS:
             raise ApiError(422, f"format '{format}': unknown; choose one of {', '.join(FORMATS)}")
         options = _options(engine, flip, input_size, fmt, cmap, stride)
         spec = parse_intrinsics(intrinsics)
+        areq = _align_request(align, robust, align_space)
         rt.admission.check()  # a full queue: 503 before the body is read
-        data, name = await _read_image(request, settings)  # no slot held while a (slow) body arrives
+        data, name, target = await _read_image(request, settings)  # no slot held while a (slow) body arrives
+        if target is None and areq.explicit:
+            raise ApiError(422, "align: send the known metres too, as a multipart file field 'align_to' (16-bit "
+                                "PNG mm or CSV x,y,metres) or a field 'align_points' (JSON [[x, y, metres], ...])")
         with rt.admission.admit():
             t1 = time.perf_counter()
             rgb = await run_in_threadpool(_decode, data, name, rt.tmp_root(), engine.max_pixels)
+            points = None if target is None else await run_in_threadpool(_target_points, target, rgb.shape[:2], areq)
             try:  # the camera: the request's, else the upload's EXIF focal length, else the default lens
                 k = camera.resolve(spec, rgb.shape[1], rgb.shape[0], io.BytesIO(data))
             except camera.IntrinsicsError as e:
@@ -226,14 +249,20 @@ def _add_depth_route(app: FastAPI, rt: Runtime) -> None:
             t2 = time.perf_counter()
             loop = asyncio.get_running_loop()
             depth_m = await loop.run_in_executor(rt.executor, engine.predict_rgb, rgb, options)
+            fit = None if points is None else await run_in_threadpool(_align, depth_m, points, areq)
+            if fit is not None:
+                depth_m, fit = fit
             t3 = time.perf_counter()
             timing = {"read_ms": (t1 - t0) * 1e3, "decode_ms": (t2 - t1) * 1e3, "infer_ms": (t3 - t2) * 1e3}
             extra = {"timing_ms": timing, "engine": engine.info()["engine"],
                      "flip": options.flip if options.flip is not None else engine.info()["flip"],
-                     "input_size": list(options.input_size) if options.input_size else None}
+                     "input_size": list(options.input_size) if options.input_size else None,
+                     "align": fit.to_dict() if fit is not None else None}
             body, headers = await run_in_threadpool(encode, fmt, depth_m, rgb, rt.tmp_root(), cmap=cmap, intrinsics=k,
                                                     stride=stride, extra=extra)
         headers |= _depth_headers(engine, depth_m, k, timing, name, fmt)
+        if fit is not None:
+            headers["X-Align"] = fit.describe()
         return Response(body, media_type=MEDIA_TYPES[fmt], headers=headers)
 
 
@@ -270,19 +299,81 @@ def _options(engine: Engine, flip: bool | None, input_size: str | None, fmt: str
     return options
 
 
-async def _read_image(request: Request, settings: Settings) -> tuple[bytes, str]:
-    """The uploaded image's bytes and name (multipart file field or raw body); 413 past the limit, 422 empty."""
+@dataclass(frozen=True)
+class AlignRequest:
+    """The request's fit options (`geometry.align`); explicit: one of them was given."""
+
+    mode: str = "scale"
+    robust: bool = False
+    space: str | None = None
+    explicit: bool = False
+
+
+@dataclass(frozen=True)
+class Target:
+    """Known metres as uploaded: a file's bytes (`align_to`: PNG16 mm or CSV) or JSON text (`align_points`)."""
+
+    data: bytes | str
+    name: str
+    is_json: bool
+
+
+def _align_request(align: str | None, robust: bool, space: str | None) -> AlignRequest:
+    """align / robust / align_space checked before the body is read (422, one line)."""
+    try:
+        check_mode(align or "scale", space or None)
+    except AlignError as e:
+        raise ApiError(422, str(e).replace("align space:", "align_space:")) from None
+    return AlignRequest(align or "scale", robust, space or None, bool(align or robust or space))
+
+
+def _target_points(target: Target, size: tuple[int, int], areq: AlignRequest) -> KnownPoints:
+    """The uploaded known points, checked against the image's (H, W) and the fit (422, one line)."""
+    try:
+        points = (points_from_json(target.data, target.name) if target.is_json
+                  else parse_target(target.data, target.name, size))  # type: ignore[arg-type]
+        return prepare_target(points, size, areq.mode, robust=areq.robust, space=areq.space)
+    except AlignError as e:
+        raise ApiError(422, str(e)) from None
+
+
+def _align(depth_m: np.ndarray, points: KnownPoints, areq: AlignRequest) -> tuple[np.ndarray, Alignment]:
+    try:
+        return align_depth(depth_m, points, areq.mode, robust=areq.robust, space=areq.space)
+    except AlignError as e:
+        raise ApiError(422, str(e)) from None
+
+
+def _form_parts(form: Any) -> tuple[UploadFile | None, Target | None]:
+    """The image (the first file field not named align_to) and the known metres (align_to or align_points)."""
+    image = next((v for k, v in form.multi_items() if isinstance(v, UploadFile) and k != "align_to"), None)
+    upload, text = form.get("align_to"), form.get("align_points")
+    if upload is not None and text is not None:
+        raise ApiError(422, "align_to and align_points: send one of them")
+    if isinstance(text, str):
+        return image, Target(text, "align_points", True)
+    if upload is not None and not isinstance(upload, UploadFile):
+        raise ApiError(422, "align_to: expected a file (16-bit PNG mm or CSV x,y,metres); for JSON points use the "
+                            "field align_points")
+    return image, None if upload is None else Target(b"", upload.filename or "align_to", False)
+
+
+async def _read_image(request: Request, settings: Settings) -> tuple[bytes, str, Target | None]:
+    """The uploaded image's bytes and name (multipart file field or raw body) and the known metres, if sent
+    (multipart `align_to` file or `align_points` field); 413 past the limit, 422 empty."""
     ctype = request.headers.get("content-type", "").lower()
     try:
         async with asyncio.timeout(settings.body_timeout_s):  # a stalled upload ends, it does not wait forever
             if ctype.startswith("multipart/form-data"):
-                async with request.form(max_files=1, max_fields=20) as form:
-                    files = [v for v in form.values() if isinstance(v, UploadFile)]
-                    if not files:
+                async with request.form(max_files=2, max_fields=20) as form:
+                    image, target = _form_parts(form)
+                    if image is None:
                         raise ApiError(422, "multipart body has no file: upload the image as a file field (e.g. 'image')")
-                    data, name = await files[0].read(), files[0].filename or "upload"
+                    data, name = await image.read(), image.filename or "upload"
+                    if target is not None and not target.is_json:
+                        target = Target(await form["align_to"].read(), target.name, False)
             else:
-                data, name = await request.body(), RAW_BODY
+                data, name, target = await request.body(), RAW_BODY, None
     except BodyTooLarge:
         raise ApiError(413, f"request body is more than the limit of {settings.max_body_bytes:,} bytes") from None
     except TimeoutError:
@@ -290,4 +381,4 @@ async def _read_image(request: Request, settings: Settings) -> tuple[bytes, str]
                             "body timeout, serve --body-timeout)", {"Connection": "close"}) from None
     if not data:
         raise ApiError(422, f"{name}: empty; send an image file as the body or as a multipart upload")
-    return data, name
+    return data, name, target

@@ -1,5 +1,5 @@
 // transferdepth page: one POST /v1/depth?format=npy per image (float32 metres), drawn here.
-// No external network: everything is served by the package. Plain WebGL for the point cloud.
+// No external network: everything is served by the package. Plain WebGL for the point cloud and the mesh.
 "use strict";
 
 const $ = (id) => document.getElementById(id);
@@ -139,8 +139,12 @@ function readout(ev) {
 $("depth").addEventListener("mousemove", readout);
 $("rgb").addEventListener("mousemove", readout);
 
-// --- 3D point cloud (WebGL) -----------------------------------------------------------------------
-const view = { yaw: 0, pitch: 0, dist: 0, n: 0, centre: 3, gl: null, prog: null, buf: null };
+// --- 3D view (WebGL): the point cloud, or the mesh (the pixel grid triangulated, as predict --format glb) ---
+// The mesh drops a triangle whose farthest corner is more than MAX_JUMP farther than its nearest (a depth
+// discontinuity): the default of predict's --mesh-max-jump (geometry/mesh.py, docs/3d.md).
+const MAX_JUMP = 0.05;
+const view = { yaw: 0, pitch: 0, dist: 0, n: 0, centre: 3, gl: null, prog: null, buf: null, ibuf: null,
+  nIdx: 0, indexType: 0, mode: "points" };
 
 function buildCloud() {
   const canvas = $("cloud");
@@ -151,13 +155,18 @@ function buildCloud() {
   const { depth, w, h, k, rgb } = state;
   const [fx, fy, cx, cy] = k;
   const stride = Math.max(1, Math.ceil(Math.sqrt((w * h) / 120000)));
+  const gw = Math.ceil(w / stride), gh = Math.ceil(h / stride);
+  const grid = new Int32Array(gw * gh).fill(-1);  // sample (row, column) -> vertex, -1: no depth
+  const gz = new Float64Array(gw * gh).fill(NaN);
   const pts = [];
   const zs = [];
-  for (let v = 0; v < h; v += stride) {
-    for (let u = 0; u < w; u += stride) {
+  for (let gv = 0; gv < gh; gv++) {
+    for (let gu = 0; gu < gw; gu++) {
+      const u = gu * stride, v = gv * stride;
       const d = depth[v * w + u];
       if (!(d > 0) || !Number.isFinite(d)) continue;
       const i = 4 * (v * w + u);
+      grid[gv * gw + gu] = zs.length; gz[gv * gw + gu] = d;
       // camera frame (x right, y down, z forward) -> GL (y up, looking down -z)
       pts.push((u - cx) * d / fx, -(v - cy) * d / fy, -d, rgb[i] / 255, rgb[i + 1] / 255, rgb[i + 2] / 255);
       zs.push(d);
@@ -170,7 +179,40 @@ function buildCloud() {
   view.buf = view.buf || gl.createBuffer();
   gl.bindBuffer(gl.ARRAY_BUFFER, view.buf);
   gl.bufferData(gl.ARRAY_BUFFER, new Float32Array(pts), gl.STATIC_DRAW);
+  buildMesh(gl, grid, gz, gw, gh);
   drawCloud();
+}
+
+function meshIndices(grid, gz, gw, gh) {
+  // two triangles per grid square, (u,v) (u,v+1) (u+1,v) and (u+1,v) (u,v+1) (u+1,v+1), as geometry/mesh.py
+  const out = [];
+  const keep = (a, b, c) => Math.max(a, b, c) <= Math.min(a, b, c) * (1 + MAX_JUMP);  // NaN (no depth): false
+  for (let r = 0; r + 1 < gh; r++) {
+    for (let c = 0; c + 1 < gw; c++) {
+      const i00 = r * gw + c, i01 = i00 + gw, i10 = i00 + 1, i11 = i01 + 1;
+      if (keep(gz[i00], gz[i01], gz[i10])) out.push(grid[i00], grid[i01], grid[i10]);
+      if (keep(gz[i10], gz[i01], gz[i11])) out.push(grid[i10], grid[i01], grid[i11]);
+    }
+  }
+  return out;
+}
+
+function buildMesh(gl, grid, gz, gw, gh) {
+  const idx = meshIndices(grid, gz, gw, gh);
+  const big = view.n > 65535;
+  if (big && !gl.getExtension("OES_element_index_uint")) {  // WebGL 1 without 32-bit indices: no mesh
+    view.nIdx = 0;
+    $("mesh").disabled = true;
+    return;
+  }
+  view.indexType = big ? gl.UNSIGNED_INT : gl.UNSIGNED_SHORT;
+  view.ibuf = view.ibuf || gl.createBuffer();
+  gl.bindBuffer(gl.ELEMENT_ARRAY_BUFFER, view.ibuf);
+  gl.bufferData(gl.ELEMENT_ARRAY_BUFFER, big ? new Uint32Array(idx) : new Uint16Array(idx), gl.STATIC_DRAW);
+  view.nIdx = idx.length;
+  $("mesh").disabled = false;
+  const c = $("cloud");
+  c.dataset.points = view.n; c.dataset.triangles = idx.length / 3;
 }
 
 function program(gl) {
@@ -221,7 +263,17 @@ function drawCloud() {
   const pos = gl.getAttribLocation(view.prog, "pos"), col = gl.getAttribLocation(view.prog, "col");
   gl.enableVertexAttribArray(pos); gl.vertexAttribPointer(pos, 3, gl.FLOAT, false, 24, 0);
   gl.enableVertexAttribArray(col); gl.vertexAttribPointer(col, 3, gl.FLOAT, false, 24, 12);
-  gl.drawArrays(gl.POINTS, 0, view.n);
+  if (view.mode === "mesh" && view.nIdx) {
+    gl.bindBuffer(gl.ELEMENT_ARRAY_BUFFER, view.ibuf);
+    gl.drawElements(gl.TRIANGLES, view.nIdx, view.indexType, 0);
+  } else {
+    gl.drawArrays(gl.POINTS, 0, view.n);
+  }
+  gl.canvas.dataset.mode = view.mode === "mesh" && view.nIdx ? "mesh" : "points";
+}
+
+for (const id of ["points", "mesh"]) {
+  $(id).addEventListener("change", (e) => { if (e.target.checked) { view.mode = id; drawCloud(); } });
 }
 
 (function interact() {
