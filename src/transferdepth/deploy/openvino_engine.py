@@ -27,6 +27,7 @@ from transferdepth.inference.hub import is_hub_name
 
 PRECISIONS = ("f32", "bf16")  # OpenVINO's INFERENCE_PRECISION_HINT values we accept
 INSTALL = "pip install 'transferdepth[openvino]'"
+STATIC_SHAPES = 4  # int8 models: compiled input sizes kept at once
 
 
 def import_openvino() -> Any:
@@ -68,12 +69,18 @@ class OpenVinoRunner:
                 onnx_path = export_onnx(load_checkpoint(path), Path(tmp) / "model.onnx")
                 model = core.read_model(str(onnx_path))
                 self.meta = self._check(model)
-                self.compiled = core.compile_model(model, "CPU", config)
         else:
             model = self._read(core, Path(path))
             self.meta = self._check(model)
+        # OpenVINO 2026.4 runs an int8 (QDQ) graph wrongly when height and width are dynamic (fine-tuned
+        # MobileNetV2: depth 0.57-0.62x the fp32 graph's; static shapes: 0.999-1.009x). So an int8 model is
+        # compiled once per input height x width (batch stays dynamic), the last STATIC_SHAPES kept.
+        self.static = self.meta.get("transferdepth.precision") == "int8"
+        self._ov, self._core, self._config, self._model = ov, core, config, model
+        self._by_shape: dict[tuple[int, int], Any] = {}
+        if not self.static:
             self.compiled = core.compile_model(model, "CPU", config)
-        self.request = self.compiled.create_infer_request()
+            self.request = self.compiled.create_infer_request()
         self.input_name = INPUT_NAME
         self.graph_flip = self.meta.get("transferdepth.flip") == "true"
         self.precision = self.meta.get("transferdepth.precision", "fp32") + ("" if precision == "f32" else
@@ -110,10 +117,22 @@ class OpenVinoRunner:
                              "depth graph of `transferdepth export`")
         return meta
 
+    def _request_for(self, height: int, width: int) -> Any:
+        """An int8 model's infer request compiled for (height, width), batch dynamic."""
+        key = (int(height), int(width))
+        if key not in self._by_shape:
+            if len(self._by_shape) >= STATIC_SHAPES:
+                self._by_shape.pop(next(iter(self._by_shape)))
+            model = self._model.clone()
+            model.reshape({self.input_name: self._ov.PartialShape([-1, 3, key[0], key[1]])})
+            self._by_shape[key] = self._core.compile_model(model, "CPU", self._config).create_infer_request()
+        return self._by_shape[key]
+
     def run(self, x: torch.Tensor) -> torch.Tensor:
         """(N,3,H,W) float32 RGB in [0,1] -> the graph's (N,1,H,W) metres, as it is."""
-        self.request.infer({self.input_name: np.ascontiguousarray(x.numpy())})
-        return torch.from_numpy(self.request.get_output_tensor(0).data.copy())
+        request = self._request_for(*x.shape[-2:]) if self.static else self.request
+        request.infer({self.input_name: np.ascontiguousarray(x.numpy())})
+        return torch.from_numpy(request.get_output_tensor(0).data.copy())
 
     # RGB [0,1] -> metres around `run` (resize, flip unless in the graph, resize back, clamp) and the
     # description of the graph are the ONNX engine's, shared
