@@ -196,6 +196,7 @@ def test_killed_run_resumed_with_other_process_count_ends_with_every_output_once
     assert {name: (out / name).stat().st_ino for name in inodes} == inodes  # complete inputs not written again
     lines = summary_lines(result.stdout)
     assert len(lines) == 1, result.stdout
+    print(f"killed after {len(done_before) + 1} complete inputs (one then made half-finished); resumed: {lines[0]}")
     m = re.fullmatch(r"(\d+) of (\d+) inputs done, (\d+) skipped \(outputs there already\), 3 processes, "
                      r"outputs in (.+)", lines[0])
     assert m, lines[0]
