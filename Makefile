@@ -25,9 +25,14 @@ install: $(VENV)/.installed-demo
 demo: $(VENV)/.installed-demo
 	$(BIN)/transferdepth demo
 
-# pytest exits 5 when it collects no test: that is a failure here, said plainly
+# pytest exits 5 when it collects no test: that is a failure here, said plainly.
+# The OpenVINO / torch.compile tests run in a second pytest process: in one process with the whole suite, the
+# pytest process died of SIGSEGV (in poll(), while waiting on a child process, the test after OpenVINO's first
+# compiled model; seen twice in CI on 2 Dec 2026, not yet explained; each file alone passes).
+NATIVE_ENGINE_TESTS = tests/deploy/test_engines.py tests/deploy/test_openvino.py tests/deploy/test_nncf.py
 test: $(VENV)/.installed-test
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports
-	$(BIN)/pytest -q -ra; rc=$$?; \
-	if [ $$rc -eq 5 ]; then echo "pytest collected no tests" >&2; exit 1; fi; exit $$rc
+	$(BIN)/pytest -q -ra $(addprefix --ignore=,$(NATIVE_ENGINE_TESTS)); rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "pytest collected no tests" >&2; exit 1; fi; [ $$rc -eq 0 ] || exit $$rc; \
+	$(BIN)/pytest -q -ra $(NATIVE_ENGINE_TESTS)
