@@ -6,8 +6,8 @@ import os
 from pathlib import Path
 
 import pytest
+from helpers import REPO
 
-REPO = Path(__file__).resolve().parents[1]
 RGBD = REPO.parent / "shared" / "data" / "rgbd"
 
 os.environ["TRANSFERDEPTH_OFFLINE"] = "1"

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 
 from transferdepth.weights.build import build_model
+
+REPO = Path(__file__).resolve().parents[1]
+"""The repository root."""
 
 
 def tiny_model(seed: int = 0):

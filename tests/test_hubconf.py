@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from conftest import REPO
-from helpers import tiny_model
+from helpers import REPO, tiny_model
 
 from transferdepth.api.estimator import DepthEstimator
 from transferdepth.inference.checkpoint import save_checkpoint

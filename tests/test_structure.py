@@ -153,3 +153,22 @@ def test_every_stage_folder_says_what_it_holds_and_may_import(stage):
     doc = ast.get_docstring(ast.parse((PACKAGE / stage / "__init__.py").read_text(encoding="utf-8")))
     assert doc and len(doc.splitlines()) >= 2, f"{stage}/__init__.py needs a docstring of a few lines"
     assert "import" in doc.lower(), f"{stage}/__init__.py's docstring should say what the stage may import"
+
+
+def conftest_imports(tests: Path) -> list[str]:
+    """Test files that `import conftest`: with conftest.py in more than one folder, which one that name
+    means depends on which folder pytest collected first (CI failed on exactly this)."""
+    found = []
+    for path in sorted(tests.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module] if isinstance(node, ast.ImportFrom) and not node.level else []
+            if "conftest" in names:
+                found.append(str(path.relative_to(tests)))
+    return found
+
+
+def test_no_test_imports_conftest_by_name(tmp_path):
+    assert conftest_imports(Path(__file__).resolve().parent) == [], "import shared names from tests/helpers.py"
+    (tmp_path / "test_x.py").write_text("from conftest import REPO\n")
+    assert conftest_imports(tmp_path) == ["test_x.py"]

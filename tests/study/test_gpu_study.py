@@ -7,7 +7,7 @@ import os
 import subprocess
 import sys
 
-from conftest import REPO
+from helpers import REPO
 
 
 def test_gpu_study_runs_end_to_end_at_toy_scale(rgbd_root, tmp_path):
