@@ -148,6 +148,24 @@ def test_batches_of_same_size_images_match_single_predictions(ckpt, tmp_path):
         np.testing.assert_allclose(np.load(tmp_path / "o" / f"{p.stem}_depth_m.npy"), est.predict(p), atol=1e-5)
 
 
+def test_the_default_batch_is_one_image_on_the_cpu_and_four_on_a_gpu(ckpt, tmp_path, monkeypatch):
+    import torch
+
+    import transferdepth.api.predict as api_predict
+    from transferdepth.api.estimator import default_batch_size
+
+    seen = []
+    real = api_predict.predict_files
+    monkeypatch.setattr(api_predict, "predict_files", lambda est, files, out, opts, batch, *a, **k:
+                        seen.append(batch) or real(est, files, out, opts, batch, *a, **k))
+    paths = [save(tmp_path / f"{i}.png", rgb_image(32, 48, i)) for i in range(3)]
+    for extra, want in (([], 1), (["--batch-size", "3"], 3)):
+        assert main(["predict", *map(str, paths), "--checkpoint", str(ckpt), "--out", str(tmp_path / f"o{want}"),
+                     "--format", "npy", "--device", "cpu", *extra]) == 0
+        assert seen.pop() == want
+    assert default_batch_size(torch.device("cuda")) == 4 and default_batch_size(torch.device("cpu")) == 1
+
+
 def test_other_image_modes_are_accepted(ckpt, tmp_path):
     rgb = rgb_image(20, 24)
     save(tmp_path / "in" / "grey.png", rgb[..., 0])

@@ -55,6 +55,8 @@ def test_every_engine_equals_the_torch_engine(ckpt, small, engine):
     if engines.missing(engine):
         pytest.skip(engines.missing(engine))
     _equal_to_torch(ckpt, small, engine)
+    with pytest.raises(ValueError, match=f"the {engine} engine's estimator has no checkpoint to save"):
+        DepthEstimator.from_pretrained(ckpt, engine=engine).save_pretrained(ckpt.parent / "copy")
 
 
 @pytest.mark.slow

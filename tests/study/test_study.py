@@ -8,6 +8,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 import yaml
 from scipy import stats as sps
 
@@ -176,3 +177,53 @@ def test_compare_cli_seeds_from_yaml_and_flags(tmp_path, capsys):
         assert len(capsys.readouterr().err.strip().splitlines()) == 1
     cfg.write_text(yaml.safe_dump({"seeds": "zero", "max_steps": 1}))
     assert cli.main(args) == 2
+
+
+class _Interrupted(Exception):
+    pass
+
+
+class _DiesInSecondEpoch(torch.utils.data.Dataset):
+    """The procedural training set, transformed as training does; when armed, it raises in epoch 1 (after the
+    checkpoint at step 2: 8 samples, batch 4), as a killed job would stop."""
+
+    armed = False
+
+    def __init__(self, cfg):
+        from transferdepth.training.data import open_train_data
+        from transferdepth.training.loop import build
+
+        self.inner, _ = open_train_data(cfg, build(cfg))
+        self.epoch = 0
+
+    def __len__(self):
+        return len(self.inner)
+
+    def set_epoch(self, epoch):
+        self.epoch = epoch
+        self.inner.set_epoch(epoch)
+
+    def __getitem__(self, i):
+        if self.armed and self.epoch >= 1:
+            raise _Interrupted
+        return self.inner[i]
+
+
+def test_an_interrupted_run_on_a_given_dataset_resumes_only_on_the_same_data(tmp_path, monkeypatch):
+    out, base = tmp_path / "grid", _base(max_steps=4, ckpt_every=2)
+    tests, cell = [EvalSet("t", TEST, crop="full")], [Variant("mobilenetv2", "mobilenetv2")]
+    monkeypatch.setattr(_DiesInSecondEpoch, "armed", True)
+    with pytest.raises(_Interrupted):
+        run_grid(cell, [0], base, out, tests, train_dataset=_DiesInSecondEpoch, data_key="rooms-A")
+    run = out / "mobilenetv2" / "seed_0"
+    assert json.loads((run / "run.json").read_text())["train_data_label"] == "rooms-A"
+    assert (run / "checkpoint").is_dir() and not (run / "eval.json").exists()  # step 2's checkpoint, unfinished
+    monkeypatch.setattr(_DiesInSecondEpoch, "armed", False)
+    with pytest.raises(ConfigError, match="--overwrite"):  # other data: not this run's continuation
+        run_grid(cell, [0], base, out, tests, train_dataset=_DiesInSecondEpoch, data_key="rooms-B")
+    log = []
+    done = run_grid(cell, [0], base, out, tests, train_dataset=_DiesInSecondEpoch, data_key="rooms-A",
+                    log=log.append)
+    assert any("resuming" in m for m in log) and done[0].trained
+    steps = [h["step"] for h in done[0].history]
+    assert steps[-1] == 4 and len(steps) == len(set(steps))  # continued from step 2, no step logged twice

@@ -39,6 +39,14 @@ from transferdepth.inference.imageio import (  # noqa: F401  (ImageError, load_i
 from transferdepth.models import DepthNet
 from transferdepth.utils import resolve_device
 
+
+def default_batch_size(device: torch.device) -> int:
+    """Images per forward pass when none is given: 4 on a GPU; 1 on the CPU, where PyTorch ran 1.3-2.8x slower
+    per image at batch 8 than at batch 1 at 480x640 for every encoder, and the other engines gained at most
+    1.75x from batching (docs/using.md, "Batch size on the CPU")."""
+    return 4 if device.type == "cuda" else 1
+
+
 DEFAULT_MAX_SIDE = 1280  # px; the network sees at most 1280 on the longer side (see DepthEstimator)
 
 
@@ -214,8 +222,10 @@ class DepthEstimator:
         depth = self.predict_rgb([rgb])[0]
         return align_depth(depth, points, align, robust=robust, space=align_space)
 
-    def predict_batch(self, images: Sequence[ImageInput], batch_size: int = 8) -> list[np.ndarray]:
-        """Several images -> one HxW float32 metres map each, in order; same-size images share a batch."""
+    def predict_batch(self, images: Sequence[ImageInput], batch_size: int | None = None) -> list[np.ndarray]:
+        """Several images -> one HxW float32 metres map each, in order; same-size images share a batch of at
+        most batch_size (None: `default_batch_size(self.device)`, 4 on a GPU, 1 on the CPU)."""
+        batch_size = batch_size or default_batch_size(self.device)
         rgbs = [self.to_rgb(im) for im in images]
         out: list[np.ndarray | None] = [None] * len(rgbs)
         by_size: dict[tuple[int, int], list[int]] = {}
@@ -276,8 +286,8 @@ class OnnxDepthEstimator(DepthEstimator):
         self.runner.session = value
 
     def save_pretrained(self, directory: str | os.PathLike, meta: dict[str, Any] | None = None) -> Path:
-        raise ValueError(f"{self.source}: an ONNX engine has no checkpoint to save (use the checkpoint it "
-                         "was exported from)")
+        raise ValueError(f"{self.source}: the {self.engine} engine's estimator has no checkpoint to save (use "
+                         "the checkpoint it was built from)")
 
     def predict_rgb(self, rgbs: Sequence[np.ndarray]) -> list[np.ndarray]:
         """Same-size uint8 HxWx3 RGB arrays as one batch -> HxW float32 metres each."""

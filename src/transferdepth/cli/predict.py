@@ -49,7 +49,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--resume", action="store_true",
                    help="skip inputs whose outputs (every --format) exist already, redo the others (after a "
                         "killed or failed run; any number of processes, see docs/using.md)")
-    p.add_argument("--batch-size", type=int, default=4, help="images of the same size per forward pass")
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="images (or video frames) of the same size per forward pass (default: 4 on a GPU, 1 on "
+                        "the CPU, where larger batches ran up to 2.8x slower per image: docs/using.md, 'Batch size on the CPU')")
     p.add_argument("--flip", action=argparse.BooleanOptionalAction, default=None,
                    help="average with the mirrored image's prediction (default: on; a --flip ONNX export "
                         "always averages inside its graph)")
@@ -364,7 +366,12 @@ def _predict(args: argparse.Namespace, rank: int, world: int, local_rank: int) -
     out = Path(args.out)
     check_writable(out)
 
-    from transferdepth.api.estimator import DEFAULT_MAX_PIXELS, DEFAULT_MAX_SIDE, DepthEstimator
+    from transferdepth.api.estimator import (
+        DEFAULT_MAX_PIXELS,
+        DEFAULT_MAX_SIDE,
+        DepthEstimator,
+        default_batch_size,
+    )
     from transferdepth.api.predict import IMAGE_EXTENSIONS, find_inputs, predict_files
     from transferdepth.inference.distributed import cpu_threads
     from transferdepth.utils import progress
@@ -384,6 +391,7 @@ def _predict(args: argparse.Namespace, rank: int, world: int, local_rank: int) -
         device = _rank_device(args.device, local_rank, world)  # before the checkpoint is read
         est = DepthEstimator.from_pretrained(args.checkpoint, device=device,
                                              flip=True if args.flip is None else args.flip, **sizes)
+    args.batch_size = args.batch_size or default_batch_size(est.device)  # None: by device
     from transferdepth.apps.video import VIDEO_EXTENSIONS, predict_videos, split_inputs, video_options
 
     files, failures = find_inputs(args.paths, args.recursive, IMAGE_EXTENSIONS + VIDEO_EXTENSIONS)

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from transferdepth.geometry.mesh import ply_bytes
 from transferdepth.geometry.points import depth_to_points
 from transferdepth.utils import atomic_write
 
@@ -142,24 +143,8 @@ def world_points(depth_m: np.ndarray, intrinsics: np.ndarray | tuple[float, ...]
 
 
 def write_mesh_ply(path: str | Path, mesh: Mesh, comment: str = "") -> None:
-    """Binary little-endian PLY: float x, y, z (metres), uchar red, green, blue (if colours), faces as
-    uchar-counted int vertex lists; written atomically (`comment`: header lines)."""
-    header = ["ply", "format binary_little_endian 1.0"] + [f"comment {c}" for c in comment.splitlines() if c]
-    header += [f"element vertex {len(mesh.vertices)}", "property float x", "property float y", "property float z"]
-    fields = [("x", "<f4"), ("y", "<f4"), ("z", "<f4")]
-    if mesh.colors is not None:
-        header += ["property uchar red", "property uchar green", "property uchar blue"]
-        fields += [("r", "u1"), ("g", "u1"), ("b", "u1")]
-    header += [f"element face {len(mesh.faces)}", "property list uchar int vertex_indices", "end_header"]
-    verts = np.empty(len(mesh.vertices), dtype=fields)
-    for i, axis in enumerate("xyz"):
-        verts[axis] = mesh.vertices[:, i]
-    if mesh.colors is not None:
-        for i, c in enumerate("rgb"):
-            verts[c] = mesh.colors[:, i]
-    faces = np.empty(len(mesh.faces), dtype=[("n", "u1"), ("i", "<i4", (3,))])
-    faces["n"], faces["i"] = 3, mesh.faces
-    with atomic_write(path) as tmp, open(tmp, "wb") as f:
-        f.write(("\n".join(header) + "\n").encode("ascii"))
-        f.write(verts.tobytes())
-        f.write(faces.tobytes())
+    """Binary little-endian PLY (geometry.mesh.ply_bytes: float x, y, z in metres, uchar colours if any),
+    written atomically; `comment`: header lines."""
+    data = ply_bytes(mesh.vertices, mesh.faces, mesh.colors, comment)
+    with atomic_write(path) as tmp:
+        Path(tmp).write_bytes(data)

@@ -142,6 +142,20 @@ def mesh_bytes(mesh: GridMesh, fmt: str, texture: np.ndarray | None = None, comm
         header = "\n# ".join(c for c in comment.splitlines() if c)
         return trimesh.exchange.obj.export_obj(tm, include_normals=False, include_texture=False, digits=6,
                                                header=header or None).encode("utf-8")
+    return _ply(trimesh, tm, comment, ascii)
+
+
+def ply_bytes(vertices: np.ndarray, faces: np.ndarray, colors: np.ndarray | None = None, comment: str = "",
+              ascii: bool = False) -> bytes:
+    """A PLY file of any triangle mesh, as given (no axis change): vertices float (N,3) metres, faces (F,3)
+    vertex indices, colors uint8 (N,3) or None; comment: header lines; binary little-endian unless ascii."""
+    trimesh = _trimesh()
+    tm = trimesh.Trimesh(np.asarray(vertices, dtype=np.float32), np.asarray(faces), vertex_colors=colors,
+                         process=False, validate=False)
+    return _ply(trimesh, tm, comment, ascii)
+
+
+def _ply(trimesh, tm, comment: str, ascii: bool) -> bytes:
     data = trimesh.exchange.ply.export_ply(tm, encoding="ascii" if ascii else "binary", vertex_normal=False)
     intro, fmt_line, rest = data.split(b"\n", 2)  # "ply", "format ...", the rest of the header and the data
     lines = b"".join(f"comment {c}\n".encode("ascii", "replace") for c in comment.splitlines() if c)

@@ -373,14 +373,16 @@ def _train_and_evaluate(v: Variant, cfg: TrainConfig, run_dir: Path, tests, data
         resume = False
         if (run_dir / "run.json").exists() and not overwrite:
             try:
-                prev = json.loads((run_dir / "run.json").read_text()).get("config", {})
+                info = json.loads((run_dir / "run.json").read_text())
             except ValueError:
-                prev = {}
-            same = _same_config(json.loads(json.dumps(prev, default=str)), fp["config"])
-            resume = same and saved is None and data_key is None
+                info = {}
+            info = info if isinstance(info, dict) else {}
+            same = _same_config(json.loads(json.dumps(info.get("config", {}), default=str)), fp["config"])
+            # a given dataset is known only by data_key, which train records in run.json as train_data_label
+            resume = same and saved is None and info.get("train_data_label") == data_key
         say(f"{v.name} seed {cfg.seed}: {'resuming' if resume else 'training'} in {run_dir}")
         result = train(cfg, run_dir, resume=resume, overwrite=overwrite and not resume,
-                       train_dataset=None if train_dataset is None else train_dataset(cfg))
+                       train_dataset=None if train_dataset is None else train_dataset(cfg), data_label=data_key)
         seconds, trained, saved = float(result.seconds), True, None
     evals = dict(saved.get("evals", {})) if saved else {}
     model = None

@@ -14,7 +14,8 @@ epoch, index). With B images per process and P processes, a step sees the same P
 batch P*B. A resumed run skips the batches already seen in its epoch, restores model, optimizer, grad scaler
 and RNG states, and so continues exactly.
 
-Outputs in `out_dir` (rank 0 only): `run.json` (resolved config, recipe, versions, git commit, seed),
+Outputs in `out_dir` (rank 0 only): `run.json` (resolved config, recipe, versions, git commit, seed,
+`train_data_label`: the name given to a dataset object, else null),
 `config.yaml`, `history.jsonl` (one line per logged step; cut back to the checkpoint on resume), `tb/`
 (TensorBoard), `checkpoint/` (`model.safetensors`, `config.json`, `train_state.pt`; replaced as a whole, the
 previous one kept as `checkpoint.old/`), `metrics.json` (last validation).

@@ -58,6 +58,7 @@ class _Run:
     steps_per_epoch: int
     total_steps: int
     empty: tdata.EmptyDepthCounter = field(default_factory=tdata.EmptyDepthCounter)
+    data_label: str | None = None  # names a given train_dataset in run.json
     t_start: float = 0.0
     metrics: dict[str, Any] | None = None
     norm: tuple[tuple[float, ...], tuple[float, ...]] = field(init=False)  # the model's (mean, std), read once
@@ -98,12 +99,13 @@ def build(cfg: TrainConfig) -> DepthNet:
 
 
 def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = False, overwrite: bool = False,
-          train_dataset: Dataset | None = None) -> TrainResult:
+          train_dataset: Dataset | None = None, data_label: str | None = None) -> TrainResult:
     """Train a DepthNet as `cfg` says and write the run to `out_dir` (see the package docstring).
 
     train_dataset: optional ready dataset of transformed samples (dicts with `image` (3,H,W) normalised
     float, or uint8 RGB normalised here with the model's mean/std, `depth` (1,H/2,W/2) metres, `valid`), used instead of `cfg.train_data`; it must have `set_epoch`
-    if it augments. Nothing in `out_dir` changes until the data, the model and its weights are ready; with
+    if it augments. data_label: a name for that dataset, kept in run.json as `train_data_label` so that a later
+    resume can check it continues on the same data (`study.compare.run_grid` does). Nothing in `out_dir` changes until the data, the model and its weights are ready; with
     --overwrite the old run is kept aside until the new run's first checkpoint is written.
     """
     out = Path(out_dir)
@@ -113,6 +115,7 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = False, overwrite
         device = setup.train_device(cfg.device, local_rank)
         replace = tstate.prepare_out_dir(out, cfg, resume, overwrite) if rank == 0 else False
         run = _set_up(cfg, out, resume, train_dataset, device, rank, world)
+        run.data_label = data_label
         replacement = tstate.RunReplacement(out) if replace else None
         if replacement is not None:
             replacement.begin()
@@ -181,7 +184,8 @@ class _RunLog:
         cfg, out, step = run.cfg, run.out, run.state["step"]
         out.mkdir(parents=True, exist_ok=True)
         with atomic_write(out / "run.json") as tmp:
-            tmp.write_text(json.dumps(tstate.run_info(cfg, run.world, run.device), indent=2))
+            info = {**tstate.run_info(cfg, run.world, run.device), "train_data_label": run.data_label}
+            tmp.write_text(json.dumps(info, indent=2))
         save_config(cfg, out / "config.yaml")
         if run.resume:
             tstate.truncate_history(out / "history.jsonl", step)
