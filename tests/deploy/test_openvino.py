@@ -167,3 +167,42 @@ def test_an_int8_model_is_compiled_per_input_size(ckpt, kitchen, tmp_path):
     for i in range(STATIC_SHAPES + 1):  # at most STATIC_SHAPES compiled sizes are kept
         runner.run(torch.rand(1, 3, 32 + 8 * i, 32))
     assert len(runner._by_shape) == STATIC_SHAPES
+
+
+CRASH_SCRIPT = """
+import faulthandler, gc, signal, subprocess, sys
+import numpy as np
+from transferdepth import DepthEstimator
+faulthandler.enable()  # as pytest does: an alternate signal stack on the main thread
+signal.signal(signal.SIGCHLD, lambda *a: None)  # as torch's DataLoader does once it has used workers
+rgb = np.random.default_rng(0).integers(0, 255, (48, 64, 3), dtype=np.uint8)
+first = DepthEstimator.from_pretrained(sys.argv[1], engine="openvino", threads=1)
+second = DepthEstimator.from_pretrained(sys.argv[1], engine="openvino", threads=1)
+first.predict(rgb), second.predict(rgb)
+del first; gc.collect()  # destroyed in the order they were made, not the reverse
+del second; gc.collect()
+subprocess.run(["true"])  # SIGCHLD, handled on the alternate signal stack
+print("alive")
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="sigaltstack check is Linux's")
+def test_openvino_leaves_no_dangling_signal_stack(ckpt, tmp_path):
+    """OpenVINO's CPU plugin swaps the thread's alternate signal stack while a compiled model lives; two models
+    freed first-made-first left it unmapped, and the next handled signal was a SIGSEGV (the whole test suite
+    in one process died of it). `keep_signal_stack` keeps the caller's."""
+    import ctypes
+    import subprocess
+
+    from transferdepth.deploy.openvino_engine import _SignalStack
+
+    libc = ctypes.CDLL(None)
+    before, after = _SignalStack(), _SignalStack()
+    libc.sigaltstack(None, ctypes.byref(before))
+    DepthEstimator.from_pretrained(ckpt, engine="openvino", threads=1)
+    libc.sigaltstack(None, ctypes.byref(after))
+    assert (after.ss_sp, after.ss_size, after.ss_flags) == (before.ss_sp, before.ss_size, before.ss_flags)
+    script = tmp_path / "two_models.py"
+    script.write_text(CRASH_SCRIPT)
+    done = subprocess.run([sys.executable, str(script), str(ckpt)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and "alive" in done.stdout, (done.returncode, done.stderr[-2000:])

@@ -11,8 +11,12 @@ AMX; input and output stay float32 metres). It has `OnnxRunner`'s interface (`ru
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import os
+import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +41,36 @@ def import_openvino() -> Any:
     except ImportError:
         raise ValueError(f"the openvino engine needs openvino: {INSTALL}") from None
     return openvino
+
+
+class _SignalStack(ctypes.Structure):
+    _fields_ = [("ss_sp", ctypes.c_void_p), ("ss_flags", ctypes.c_int), ("ss_size", ctypes.c_size_t)]
+
+
+@contextlib.contextmanager
+def keep_signal_stack() -> Iterator[None]:
+    """Put back the calling thread's alternate signal stack (sigaltstack) after the block (Linux only).
+
+    OpenVINO 2026.4's CPU plugin installs a 20 KB alternate signal stack on the thread that compiles a model
+    and puts the previous one back when that model is destroyed. Destroyed in another order than created (two
+    estimators, the first one freed first), the thread is left with an unmapped stack, and the next signal
+    handled on it (Python's handlers use SA_ONSTACK: Ctrl-C, or the SIGCHLD handler of torch's DataLoader
+    workers when any child process exits) kills the process with SIGSEGV. Keeping the caller's stack avoids
+    that; OpenVINO's signal handling then uses the caller's (Python's faulthandler's is 58 KB).
+    """
+    if not sys.platform.startswith("linux"):
+        yield
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    before = _SignalStack()
+    saved = libc.sigaltstack(None, ctypes.byref(before)) == 0
+    try:
+        yield
+    finally:
+        if saved:
+            if before.ss_flags & 2:  # SS_DISABLE: there was none
+                before = _SignalStack(None, 2, 0)
+            libc.sigaltstack(ctypes.byref(before), None)
 
 
 def has_bf16(core: Any = None) -> bool:
@@ -79,7 +113,8 @@ class OpenVinoRunner:
         self._ov, self._core, self._config, self._model = ov, core, config, model
         self._by_shape: dict[tuple[int, int], Any] = {}
         if not self.static:
-            self.compiled = core.compile_model(model, "CPU", config)
+            with keep_signal_stack():
+                self.compiled = core.compile_model(model, "CPU", config)
             self.request = self.compiled.create_infer_request()
         self.input_name = INPUT_NAME
         self.graph_flip = self.meta.get("transferdepth.flip") == "true"
@@ -125,7 +160,8 @@ class OpenVinoRunner:
                 self._by_shape.pop(next(iter(self._by_shape)))
             model = self._model.clone()
             model.reshape({self.input_name: self._ov.PartialShape([-1, 3, key[0], key[1]])})
-            self._by_shape[key] = self._core.compile_model(model, "CPU", self._config).create_infer_request()
+            with keep_signal_stack():
+                self._by_shape[key] = self._core.compile_model(model, "CPU", self._config).create_infer_request()
         return self._by_shape[key]
 
     def run(self, x: torch.Tensor) -> torch.Tensor:
