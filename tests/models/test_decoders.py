@@ -139,3 +139,22 @@ def test_every_decoder_through_predict_and_an_onnx_export(name, tmp_path):
     path = export_onnx(model, tmp_path / "m.onnx")
     onnx_depth = DepthEstimator.from_onnx(path, flip=False).predict(rgb)
     assert np.abs(onnx_depth - torch_depth).max() < 1e-3
+
+
+@pytest.mark.parametrize("name", DECODERS)
+def test_every_decoder_can_start_its_output_near_a_value(name):
+    """`output_init=targets` (training) starts the network at the targets' mean through the decoder's last
+    layer. Heads with a bias (or a last BatchNorm) start at the value; BTS's bias-free sigmoid head starts flat
+    at max_depth / 2."""
+    torch.manual_seed(0)
+    model = create_model("mobilenetv2", 0.25, decoder=name, max_depth=10.0).eval()
+    x = torch.randn(2, 3, 64, 96)
+    with torch.no_grad():
+        before = model(x)
+        model.init_output_(4.0)
+        after = model(x)
+    if name == "bts":  # metres through sigmoid x max_depth: flat near 5 m
+        assert after.std() < 0.05 * before.std() and abs(float(after.mean()) - 5.0) < 0.1
+    else:
+        assert abs(float(before.mean()) - 4.0) > 2.5  # it did not start there
+        assert abs(float(after.mean()) - 4.0) < 1.0, float(after.mean())

@@ -368,3 +368,13 @@ def test_build_model_is_exported_and_matches_create_model():
     assert (a.max_depth, a.decoder_act_a, a.input_norm) == (80.0, False, "none")
     assert {m.momentum for m in a.modules() if isinstance(m, torch.nn.BatchNorm2d)} == {0.01}
     assert a.mean.flatten().tolist() == [0.0, 0.0, 0.0] and a.std.flatten().tolist() == [1.0, 1.0, 1.0]
+
+
+@pytest.mark.parametrize(("decoder", "decoder_momentum"), [("unet", {0.1}), ("fastdepth", {0.1}), ("bts", {0.01})])
+def test_bn_momentum_sets_the_encoder_only(decoder, decoder_momentum):
+    """`bn_momentum` (DenseDepth's Keras 0.99) is the encoder's; each decoder keeps its reference's (smp and
+    FastDepth: torch's 0.1; BTS: 0.01)."""
+    model = create_model("mobilenetv2", 0.25, decoder=decoder, bn_momentum=0.05)
+    bns = lambda m: {b.momentum for b in m.modules() if isinstance(b, torch.nn.BatchNorm2d)}  # noqa: E731
+    assert bns(model.encoder) == {0.05}
+    assert bns(model.decoder) == decoder_momentum

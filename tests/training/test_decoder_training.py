@@ -61,3 +61,42 @@ def test_bad_decoder_loss_or_space_is_one_line(key, value, fragment):
     with pytest.raises(ConfigError) as e:
         _cfg(**{key: value})
     assert fragment in str(e.value) and "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize(("decoder", "output_init", "mode"), [
+    ("unet", "auto", "targets"), ("densedepth", "auto", "reference"), ("densedepth", "targets", "targets"),
+    ("fastdepth", "reference", "reference"),
+])
+def test_output_init_starts_the_head_at_the_mean_training_target(tmp_path, decoder, output_init, mode):
+    """auto: the DenseDepth decoder keeps its reference start; the others start at the mean target (in the
+    output space) of up to 32 training samples, recorded in run.json. The mean is recomputed here from the data."""
+    from transferdepth.data import open_dataset
+    from transferdepth.recipe import depth_to_output
+
+    train(_cfg(decoder=decoder, output_init=output_init, max_steps=1), tmp_path / "run")
+    info = json.loads((tmp_path / "run" / "run.json").read_text())["output_init"]
+    assert info["mode"] == mode
+    if mode == "reference":
+        assert "value" not in info
+        return
+    raw = open_dataset(DATA)  # 8 samples, all read; targets at half resolution, as the network's output
+    targets = []
+    for i in range(len(raw)):
+        d = torch.nn.functional.avg_pool2d(torch.as_tensor(raw[i]["depth"], dtype=torch.float32)[None, None], 2)
+        targets.append(depth_to_output(d[d > 0], "depthnorm", 10.0, 0.1))
+    assert info["space"] == "depthnorm"
+    assert info["value"] == pytest.approx(float(torch.cat(targets).mean()), rel=0.02)
+
+
+def test_a_grid_run_saved_before_output_init_is_reused_for_densedepth_only():
+    from transferdepth.study.compare import _same_config
+
+    old_dense = {"decoder": "densedepth", "seed": 0}
+    old_unet = {"decoder": "unet", "seed": 0}
+    now = {"decoder": "densedepth", "seed": 0, "output_init": "auto"}
+    assert _same_config(old_dense, now)
+    assert _same_config(old_dense, {**now, "output_init": "reference"})
+    assert not _same_config(old_dense, {**now, "output_init": "targets"})
+    assert not _same_config(old_unet, {**now, "decoder": "unet"})
+    assert not _same_config(old_unet, {**now, "decoder": "unet", "output_init": "reference"})
+    assert _same_config({**old_unet, "output_init": "targets"}, {**now, "decoder": "unet"})

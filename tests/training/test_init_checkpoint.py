@@ -13,6 +13,7 @@ import torch
 from safetensors.torch import load_file
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "importers"))  # the Keras file writer's home
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "data"))  # the KITTI layout writer's home
 from test_import_densedepth import write_keras_h5  # noqa: E402
 
 from transferdepth.cli import main

@@ -51,8 +51,8 @@ def create_model(encoder: str, decoder_width: float = 0.5, *,
     model = DepthNet(build_encoder(encoder, encoder_state), spec, decoder_width, min_depth, max_depth,
                      decoder_act_a=decoder_act_a, bottleneck_relu=bottleneck_relu, decoder_init=decoder_init,
                      input_norm=input_norm, pad_multiple=pad_multiple, decoder=decoder, output_space=output_space)
-    if bn_momentum is not None:
-        for m in model.modules():
+    if bn_momentum is not None:  # the encoder's only: each decoder keeps its reference's (torch's 0.1; BTS 0.01)
+        for m in model.encoder.modules():
             if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
                 m.momentum = float(bn_momentum)
     return model

@@ -107,6 +107,11 @@ class DepthNet(nn.Module):
             out = out[..., : (h + 1) // 2, : (w + 1) // 2]
         return out
 
+    def init_output_(self, value: float) -> None:
+        """Start the untrained network's output near `value`, in its output space (e.g. the training targets'
+        mean; `training.data.target_mean`), through its decoder's last layer (see each decoder's `init_output_`)."""
+        self.decoder.init_output_(float(value))
+
     @property
     def _align(self) -> int:
         """Sides are padded to a multiple of this (and to at least MIN_SIDE)."""

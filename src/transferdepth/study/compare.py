@@ -44,7 +44,7 @@ from transferdepth.inference.checkpoint import load_checkpoint
 from transferdepth.models import DepthNet
 from transferdepth.recipe import PRESETS
 from transferdepth.training import train
-from transferdepth.training.config import ConfigError, TrainConfig, with_recipe
+from transferdepth.training.config import ConfigError, TrainConfig, resolve_output_init, with_recipe
 from transferdepth.utils import atomic_write, check_output_folder
 
 COLUMNS = ("encoder", "d1", "d2", "d3", "abs_rel", "rmse", "log10", "sq_rel", "rmse_log", "silog", "params_M",
@@ -254,9 +254,20 @@ def _fingerprint(cfg: TrainConfig, data_key: str | None) -> dict[str, Any]:
 def _same_config(saved: dict[str, Any], current: dict[str, Any]) -> bool:
     """Whether a saved run's config (JSON form) equals `current`'s. A key the saved run lacks (added to
     TrainConfig since) counts as its dataclass default, which new keys keep behaviour-neutral, so adding a key
-    does not invalidate finished runs; a key the saved run has and `current` lacks is ignored."""
+    does not invalidate finished runs; a key the saved run has and `current` lacks is ignored. `output_init`
+    is compared resolved (auto = reference for densedepth); a run saved before it existed is reused for the
+    densedepth decoder only."""
     defaults = json.loads(json.dumps(dataclasses.asdict(TrainConfig()), default=str))
-    return all(saved.get(k, defaults.get(k)) == v for k, v in current.items() if k not in _IRRELEVANT)
+    if "output_init" not in saved and saved.get("decoder", "densedepth") != "densedepth":
+        return False  # saved before `output_init`: other decoders then started elsewhere (and had BN momentum 0.01)
+    saved = {**defaults, **saved, "output_init": _start(saved)}
+    current = {**current, "output_init": _start(current)}
+    return all(saved.get(k) == v for k, v in current.items() if k not in _IRRELEVANT)
+
+
+def _start(cfg: dict[str, Any]) -> str:
+    """A config's `output_init` with auto resolved (a config saved before the key had the reference start)."""
+    return resolve_output_init(cfg.get("decoder", "densedepth"), cfg.get("output_init", "reference"))
 
 
 def _read_eval(run_dir: Path) -> dict[str, Any] | None:

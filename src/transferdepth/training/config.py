@@ -62,6 +62,10 @@ class TrainConfig:
     bottleneck_relu: bool | None = field(default=None, metadata={
         "help": "ReLU on the encoder's last features (none: the encoder's registry default)"})
     decoder_init: str = field(default="glorot", metadata={"help": "decoder initialisation: torch or glorot"})
+    output_init: str = field(default="auto", metadata={
+        "help": "where the decoder's last layer starts: targets (the output starts at the mean training target, "
+                "read from up to 32 samples), reference (the decoder's reference initialisation), auto "
+                "(reference for densedepth, targets for the other decoders)"})
     bn_momentum: float | None = field(default=0.01, metadata={
         "help": "encoder BatchNorm momentum, torch convention (Keras 0.99 == 0.01; none: torch's 0.1)"})
     input_norm: str = field(default="imagenet", metadata={"help": "input normalisation: imagenet or none"})
@@ -149,7 +153,7 @@ MAX_BATCH_SIZE = 4096
 
 
 CHOICES = {"recipe": tuple(PRESETS), "batchnorm": ("train", "frozen"), "amp": ("auto", "bf16", "fp16", "off"),
-           "decoder_init": ("torch", "glorot"), "input_norm": ("imagenet", "none"),
+           "decoder_init": ("torch", "glorot"), "output_init": ("auto", "reference", "targets"), "input_norm": ("imagenet", "none"),
            "target_resize": ("mask_mean", "inverse_antialias"), "shuffle": ("epoch", "fixed"),
            "grad_term": ("mean", "tf"), "lr_schedule": ("constant", "cosine"), "progress": PROGRESS_MODES,
            "decoder": tuple(available_decoders()), "loss": tuple(LOSSES)}
@@ -198,6 +202,16 @@ def _checks(c: TrainConfig) -> list[tuple[bool, str]]:
 
 
 FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
+
+
+def resolve_output_init(decoder: str, output_init: str) -> str:
+    """`output_init` with "auto" resolved: "reference" for the DenseDepth decoder (faithful; it trains from
+    its own start), "targets" for the others (their heads start near 0, or spread over (0, max_depth) for
+    BTS, and Adam at 1e-4 moves a bias about 0.01 per 100 steps: docs/study.md)."""
+    if output_init != "auto":
+        return output_init
+    return "reference" if decoder == "densedepth" else "targets"
+
 _HINTS = typing.get_type_hints(TrainConfig)
 # keys that define the network: a resume with another value is refused
 ARCHITECTURE_KEYS = ("encoder", "decoder_width", "min_depth", "max_depth", "decoder_act_a", "bottleneck_relu",

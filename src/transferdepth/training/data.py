@@ -13,6 +13,7 @@ from transferdepth.data import open_dataset
 from transferdepth.data.collate import SharedCollate, stack
 from transferdepth.data.transforms import EvalTransform, TrainTransform, TransformedDataset, normalize_images
 from transferdepth.models import DepthNet
+from transferdepth.recipe import depth_to_output
 from transferdepth.training.config import ConfigError, TrainConfig
 
 TENSOR_KEYS = ("image", "depth", "valid")
@@ -68,6 +69,22 @@ def _train_transform(cfg: TrainConfig, model: DepthNet) -> TrainTransform:
     return TrainTransform(*normalization(model), (cfg.height, cfg.width), cfg.flip_p, cfg.swap_p,
                           target_resize=cfg.target_resize, min_depth=model.min_depth, max_depth=model.max_depth,
                           normalize=False)  # uint8 images cross the worker boundary; see batch_images
+
+
+def target_mean(ds: Dataset, model: DepthNet, samples: int = 32) -> float:
+    """The mean training target in `model`'s output space over the valid pixels of up to `samples` samples evenly
+    spaced through `ds` (by index, so every process of a run gets the same value)."""
+    n = len(ds)
+    vals = []
+    for i in sorted({int(round(x)) for x in np.linspace(0, n - 1, min(samples, n))}):
+        s = ds[i]
+        depth, valid = torch.as_tensor(s["depth"]).float(), torch.as_tensor(s["valid"]).bool()
+        if valid.any():
+            vals.append(depth_to_output(depth[valid], model.output_space, model.max_depth, model.min_depth))
+    if not vals:
+        raise ConfigError(f"output_init=targets: none of the {min(samples, n)} training samples read has a valid "
+                          "depth pixel")
+    return float(torch.cat(vals).mean())
 
 
 def open_train_data(cfg: TrainConfig, model: DepthNet) -> tuple[Dataset, Any]:

@@ -22,7 +22,13 @@ from transferdepth.training import data as tdata
 from transferdepth.training import setup
 from transferdepth.training import state as tstate
 from transferdepth.training import step as tstep
-from transferdepth.training.config import ConfigError, TrainConfig, init_conflicts, save_config
+from transferdepth.training.config import (
+    ConfigError,
+    TrainConfig,
+    init_conflicts,
+    resolve_output_init,
+    save_config,
+)
 from transferdepth.training.validation import validate_and_log
 from transferdepth.utils import atomic_write, progress
 from transferdepth.weights.build import build_model
@@ -59,6 +65,7 @@ class _Run:
     total_steps: int
     empty: tdata.EmptyDepthCounter = field(default_factory=tdata.EmptyDepthCounter)
     data_label: str | None = None  # names a given train_dataset in run.json
+    output_init: dict[str, Any] = field(default_factory=dict)  # how the decoder's last layer started (run.json)
     t_start: float = 0.0
     metrics: dict[str, Any] | None = None
     norm: tuple[tuple[float, ...], tuple[float, ...]] = field(init=False)  # the model's (mean, std), read once
@@ -144,6 +151,12 @@ def _set_up(cfg: TrainConfig, out: Path, resume: bool, train_dataset: Dataset | 
     if len(train_ds) < cfg.batch_size * world:
         raise ConfigError(f"training set has {len(train_ds)} samples, fewer than one global batch "
                           f"({cfg.batch_size} x {world} processes)")
+    output_init = resolve_output_init(cfg.decoder, cfg.output_init)
+    init_info: dict[str, Any] = {"mode": "init_checkpoint" if cfg.init_checkpoint else output_init}
+    if output_init == "targets" and not resume and not cfg.init_checkpoint:  # a start, not a continuation
+        init_info["value"] = tdata.target_mean(train_ds, model)
+        init_info["space"] = model.output_space
+        model.init_output_(init_info["value"])
     state: dict[str, Any] = {"step": 0, "epoch": 0, "batch_in_epoch": 0, "skipped_steps": 0, "nan_streak": 0,
                              "train_seconds": 0.0}
     if resume:
@@ -169,7 +182,15 @@ def _set_up(cfg: TrainConfig, out: Path, resume: bool, train_dataset: Dataset | 
     pin = device.type == "cuda"
     return _Run(cfg, out, resume, device, rank, world, amp, model, step, train_ds, raw,
                 tdata.val_loader(val_ds, cfg, pin), sampler, state, steps_per_epoch,
-                cfg.max_steps or cfg.epochs * steps_per_epoch)
+                cfg.max_steps or cfg.epochs * steps_per_epoch, output_init=init_info)
+
+
+def _recorded(path: Path) -> dict[str, Any]:
+    """A run.json's content, or {} when it is missing or unreadable."""
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
 
 
 class _RunLog:
@@ -185,6 +206,9 @@ class _RunLog:
         out.mkdir(parents=True, exist_ok=True)
         with atomic_write(out / "run.json") as tmp:
             info = {**tstate.run_info(cfg, run.world, run.device), "train_data_label": run.data_label}
+            info["output_init"] = run.output_init
+            if run.resume:  # a resumed run keeps the start its first part recorded
+                info["output_init"] = _recorded(out / "run.json").get("output_init", run.output_init)
             tmp.write_text(json.dumps(info, indent=2))
         save_config(cfg, out / "config.yaml")
         if run.resume:

@@ -138,6 +138,13 @@ class BTSDecoder(nn.Module):
         x = self.conv1(torch.cat([x, self.reduc1(x), d2, d4, d8], 1))
         return md * self.get_depth(x)
 
+    @torch.no_grad()
+    def init_output_(self, value: float) -> None:
+        """Start the output flat: the last conv (bias-free, as the reference) scaled by 0.01, so the network
+        starts near max_depth / 2 everywhere instead of spread over (0, max_depth) by the encoder's features.
+        `value` (metres) cannot be reached without a bias and is not used."""
+        self.get_depth[0].weight.mul_(0.01)
+
 
 def _build(channels: dict[int, int], *, width: float, max_depth: float) -> BTSDecoder:
     return BTSDecoder(channels, width, max_depth)

@@ -79,6 +79,11 @@ class DenseDepthDecoder(nn.Module):
             x = block(x, skip, target)
         return self.conv3(x)
 
+    @torch.no_grad()
+    def init_output_(self, value: float) -> None:
+        """Start the output at `value` (in the output space): the last conv's bias."""
+        self.conv3.bias.fill_(value)
+
 
 def _build(channels: dict[int, int], *, width: float, max_depth: float, act_a: bool = True,
            init: str = "torch") -> DenseDepthDecoder:

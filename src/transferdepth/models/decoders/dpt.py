@@ -68,6 +68,11 @@ class DPTDecoder(nn.Module):
         x = F.interpolate(self.head["conv1"](x), size=tuple(size), mode="bilinear", align_corners=False)
         return F.relu(self.head["conv3"](F.relu(self.head["conv2"](x))))
 
+    @torch.no_grad()
+    def init_output_(self, value: float) -> None:
+        """Start the output at `value` (in the output space, > 0 under the final ReLU): the last conv's bias."""
+        self.head["conv3"].bias.fill_(value)
+
 
 def _build(channels: dict[int, int], *, width: float, max_depth: float) -> DPTDecoder:
     return DPTDecoder(channels, width)

@@ -56,6 +56,11 @@ class FastDepthDecoder(nn.Module):
                 x = x + self.projections[str(SKIP_AT[i])](feats[SKIP_AT[i]])
         return self.head(x)
 
+    @torch.no_grad()
+    def init_output_(self, value: float) -> None:
+        """Start the output at `value` (in the output space, > 0 under the final ReLU): the last BatchNorm's shift."""
+        self.head[1].bias.fill_(value)
+
 
 def _build(channels: dict[int, int], *, width: float, max_depth: float) -> FastDepthDecoder:
     return FastDepthDecoder(channels, width)

@@ -67,6 +67,11 @@ class FPNDecoder(nn.Module):
         x = self.head(self.dropout(x))
         return F.interpolate(x, size=size_at({}, 2, size), mode="bilinear", align_corners=True)
 
+    @torch.no_grad()
+    def init_output_(self, value: float) -> None:
+        """Start the output at `value` (in the output space): the head's bias."""
+        self.head.bias.fill_(value)
+
 
 def _build(channels: dict[int, int], *, width: float, max_depth: float) -> FPNDecoder:
     return FPNDecoder(channels, width)

@@ -2,7 +2,8 @@
 
 A decoder is an `nn.Module` whose forward takes the encoder's features by stride and the (H, W) of the
 network's input and returns (N,1,h,w): at H/2 (`output_stride` 2, DenseDepth's) or H (`output_stride` 1;
-`DepthNet` averages it 2x2 to H/2, the resolution every loss and the data pipeline work at).
+`DepthNet` averages it 2x2 to H/2, the resolution every loss and the data pipeline work at). Its `init_output_(value)`
+starts its output near `value` (in its output space) through its last layer, for `output_init=targets`.
 
 Adding a decoder is one file in this folder ending with one `register_decoder(DecoderSpec(...))` call.
 """

@@ -55,6 +55,11 @@ class UNetDecoder(nn.Module):
             x = block(x, feats.get(stride), size_at(feats, stride, size))
         return self.head(x)
 
+    @torch.no_grad()
+    def init_output_(self, value: float) -> None:
+        """Start the output at `value` (in the output space): the head's bias."""
+        self.head.bias.fill_(value)
+
 
 def _build(channels: dict[int, int], *, width: float, max_depth: float) -> UNetDecoder:
     return UNetDecoder(channels, width)
