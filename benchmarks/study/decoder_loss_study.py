@@ -8,8 +8,11 @@ Protocol (the real-data test's, unchanged): fine-tune on 7-Scenes redkitchen fra
 also median-scaled, `kitchen_med`, so scale-free losses are judged fairly) and on SUN3D office (median-scaled).
 Parts (every cell x seed is one `run_grid` run; finished runs in --out are reused, an interrupted grid resumes):
 - base: the real-data test's rows `pretrained` and `scratch` (MobileNetV2), the checkpoints other benchmarks reuse;
-- decoders: MobileNetV2 and EfficientNet-Lite0 x every registered decoder, DenseDepth's loss;
-- losses: MobileNetV2 + the densedepth decoder x every registered loss.
+- decoders: MobileNetV2 and EfficientNet-Lite0 x every registered decoder, DenseDepth's loss, each from its
+  default start (`output_init=auto`), plus densedepth from the targets' mean, the start every other decoder has
+  (paired differences against both densedepth cells);
+- losses: MobileNetV2 + the densedepth decoder x every registered loss, from the decoder's reference start and
+  from the targets' mean (`output_init`; paired differences against DenseDepth's loss from each start).
 Every decoder is built at its registered default width: parameter counts differ (printed per cell).
 The report: per cell mean, sd and 95% t-interval over seeds; paired differences (same seed = same data order,
 augmentation and initialisation seed) against the densedepth decoder / densedepth loss of the same encoder, with
@@ -19,6 +22,7 @@ their 95% interval and the verdict `real` (interval excludes 0) or `noise`.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -46,10 +50,14 @@ def tests() -> list[EvalSet]:
 def cells(part: str, encoders=ENCODERS):
     if part == "base":
         return [v for v in VARIANTS if v.name in ("pretrained", "scratch")], None
-    if part == "decoders":
-        return grid_variants(list(encoders), {"decoder": list(available_decoders())}), "decoder=densedepth"
+    if part == "decoders":  # every decoder from its default start, and densedepth also from the others' start
+        fair = [dataclasses.replace(v, name=f"{v.name}|decoder=densedepth|output_init=targets") for v in
+                grid_variants(list(encoders), {"decoder": ["densedepth"], "output_init": ["targets"]})]
+        return (grid_variants(list(encoders), {"decoder": list(available_decoders())}) + fair,
+                ("decoder=densedepth", "decoder=densedepth|output_init=targets"))
     if part == "losses":
-        return grid_variants(["mobilenetv2"], {"loss": list(LOSSES)}), "loss=densedepth"
+        return (grid_variants(["mobilenetv2"], {"loss": list(LOSSES), "output_init": ["reference", "targets"]}),
+                ("loss=densedepth|output_init=reference", "loss=densedepth|output_init=targets"))
     raise SystemExit(f"--part: unknown part {part!r}; choose from base, decoders, losses")
 
 
@@ -57,8 +65,9 @@ def _fmt(s) -> str:
     return s.text(4)
 
 
-def table(runs: list[Run], baseline_tag: str | None) -> list[str]:
-    """Markdown: one row per cell (mean ± sd [95% interval]) and, per cell, paired differences to its baseline."""
+def table(runs: list[Run], baselines: str | tuple[str, ...] | None) -> list[str]:
+    """Markdown: one row per cell (mean ± sd [95% interval]) and, per baseline (a cell tag after the encoder),
+    paired differences of every other cell of the same encoder to it."""
     by: dict[str, dict[int, Run]] = {}
     for r in runs:
         by.setdefault(r.variant.name, {})[r.seed] = r
@@ -70,7 +79,7 @@ def table(runs: list[Run], baseline_tag: str | None) -> list[str]:
         secs = sum(r.seconds for r in seeds.values()) / len(seeds)
         vals = [summarize([seeds[s].metrics[t][m] for s in sorted(seeds)]) for t, m in METRICS]
         lines.append(f"| {name} | {params:.2f} | {secs:.0f} | " + " | ".join(_fmt(v) for v in vals) + " |")
-    if baseline_tag:
+    for baseline_tag in ((baselines,) if isinstance(baselines, str) else baselines or ()):
         lines += ["", "Paired differences (cell - baseline, same seeds), 95% interval; `real` when it excludes 0:", "",
                   "| cell | baseline | " + " | ".join(f"Δ {t} {m}" for t, m in METRICS) + " |",
                   "|" + "---|" * (2 + len(METRICS))]

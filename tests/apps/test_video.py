@@ -104,6 +104,33 @@ def test_each_frame_equals_single_image_predict(est, tmp_path):
     assert result.frames == 10 and result.range_m == (float(exact.min()), float(exact.max()))
 
 
+def test_api_callers_get_the_devices_batch_size_by_default(est, tmp_path):
+    """iter_depth and predict_video without a batch size run one frame per forward pass on the CPU (as
+    predict does; docs/using.md "Batch size on the CPU"), the GPU's 4 on a CUDA estimator."""
+    import torch
+
+    from transferdepth.api.estimator import batch_size_for
+
+    clip = make_video(tmp_path / "c.mp4", audio=False)
+    sizes = []
+
+    class Counting:
+        device = est.device
+
+        def predict_rgb(self, rgbs):
+            sizes.append(len(rgbs))
+            return est.predict_rgb(rgbs)
+
+    assert len(list(iter_depth(clip, Counting()))) == 10 and set(sizes) == {1}
+    sizes.clear()
+    assert predict_video(clip, Counting(), tmp_path / "o" / "c").frames == 10 and set(sizes) == {1}
+    sizes.clear()
+    list(iter_depth(clip, Counting(), batch_size=4))
+    assert sizes == [4, 4, 2]
+    gpu = type("Gpu", (), {"device": torch.device("cuda")})()
+    assert batch_size_for(gpu) == 4 and batch_size_for(object()) == 1
+
+
 class ConstantDepth:
     """A predictor (the FramePredictor protocol): frame i of the clip is a flat wall at 1 + 0.5 i metres."""
 

@@ -47,6 +47,12 @@ def default_batch_size(device: torch.device) -> int:
     return 4 if device.type == "cuda" else 1
 
 
+def batch_size_for(predictor: object) -> int:
+    """`default_batch_size` of `predictor.device` (an estimator's; 1, the CPU's, for one without a device)."""
+    device = getattr(predictor, "device", None)
+    return default_batch_size(device) if isinstance(device, torch.device) else 1
+
+
 DEFAULT_MAX_SIDE = 1280  # px; the network sees at most 1280 on the longer side (see DepthEstimator)
 
 

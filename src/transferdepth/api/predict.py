@@ -24,7 +24,7 @@ from typing import Any, TextIO
 
 import numpy as np
 
-from transferdepth.api.estimator import DepthEstimator
+from transferdepth.api.estimator import DepthEstimator, batch_size_for
 from transferdepth.geometry.align import AlignError, Alignment, align_depth
 from transferdepth.geometry.camera import IntrinsicsError, IntrinsicsSpec, enable_heif
 from transferdepth.geometry.camera import resolve as resolve_intrinsics
@@ -261,16 +261,18 @@ def write_outputs(base: Path, depth_m: np.ndarray, rgb: np.ndarray, opts: Output
 
 
 def predict_files(estimator: DepthEstimator, files: list[tuple[Path, Path]], out_dir: Path,
-                  opts: OutputOptions, batch_size: int = 4,
+                  opts: OutputOptions, batch_size: int | None = None,
                   on_done: Callable[[Path, Failure | None], None] | None = None,
                   align: AlignOptions | None = None) -> list[Failure]:
     """Predict every file and write its outputs under `out_dir`; returns the failures (others still run).
     `align`: the files in `align.targets` are aligned to their known points before anything is written.
 
     Images are read one by one and grouped by size; a group is run as one batch when it holds
-    `batch_size` images (and at the end), so memory stays bounded by sizes x batch_size images.
+    `batch_size` images (and at the end), so memory stays bounded by sizes x batch_size images; None: by
+    the estimator's device (`api.estimator.default_batch_size`: 1 on the CPU, 4 on a GPU).
     `on_done(file, failure_or_None)` is called once per file (progress, messages).
     """
+    batch_size = batch_size or batch_size_for(estimator)
     failures: list[Failure] = []
     pending: dict[tuple[int, int], list[tuple[Job, np.ndarray]]] = {}
     enable_heif()  # HEIC/HEIF photos when pillow-heif is installed

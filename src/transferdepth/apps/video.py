@@ -41,6 +41,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from transferdepth.api.estimator import batch_size_for
 from transferdepth.api.predict import Failure, colorize, write_png16
 from transferdepth.apps.temporal import ScaleStabiliser, check_strength
 from transferdepth.geometry.camera import Intrinsics, IntrinsicsError, IntrinsicsSpec, resolve
@@ -74,7 +75,7 @@ class VideoOptions:
     png16: bool = False
     stereo: StereoOptions | None = None
     intrinsics: IntrinsicsSpec | tuple[float, float, float, float] | None = None
-    batch_size: int = 8
+    batch_size: int | None = None  # frames per forward pass; None: by the predictor's device (1 CPU, 4 GPU)
     temporal: float | None = None  # ScaleStabiliser strength in [0, 0.95]; None = per-frame depth as predicted
 
     def __post_init__(self) -> None:
@@ -283,12 +284,14 @@ def frame_rate(path: str | os.PathLike) -> Fraction:
         container.close()
 
 
-def iter_depth(path: str | os.PathLike, predictor: FramePredictor, batch_size: int = 8,
+def iter_depth(path: str | os.PathLike, predictor: FramePredictor, batch_size: int | None = None,
                timings: dict[str, float] | None = None
                ) -> Iterator[tuple[int, float, np.ndarray, np.ndarray]]:
     """Yields (index, timestamp s, rgb uint8 HxWx3, depth float32 HxW metres) per frame, predicted in
-    batches of `batch_size` frames; `timings` (if given) accumulates decode and predict seconds."""
+    batches of `batch_size` frames (None: `api.estimator.batch_size_for(predictor)`, 1 on the CPU); `timings`
+    (if given) accumulates decode and predict seconds."""
     timings = timings if timings is not None else {}
+    batch_size = batch_size or batch_size_for(predictor)
     batch: list[tuple[float, np.ndarray]] = []
     index = 0
 
@@ -486,6 +489,7 @@ def _predict_video(path: str | os.PathLike, predictor: FramePredictor, base: Pat
                    on_frames: Callable[[int], None] | None) -> VideoResult:
     """predict_video's work, the PNG16 frames into `frames_dir` (renamed into place by the caller)."""
     timings: dict[str, float] = {"decode": 0.0, "predict": 0.0, "write": 0.0}
+    batch_size = opts.batch_size or batch_size_for(predictor)
     raw = tempfile.NamedTemporaryFile(dir=base.parent, prefix=f".{base.name}.", suffix=".f16", delete=False)
     raw_path = Path(raw.name)
     sink = _FrameSink(path, paths, opts, fps, raw, frames_dir)
@@ -493,12 +497,12 @@ def _predict_video(path: str | os.PathLike, predictor: FramePredictor, base: Pat
     try:
         with raw:
             pending = 0
-            for i, t, rgb, depth in iter_depth(path, predictor, opts.batch_size, timings):
+            for i, t, rgb, depth in iter_depth(path, predictor, batch_size, timings):
                 t0 = time.perf_counter()
                 sink.add(i, t, rgb, depth if steady is None else steady(depth, rgb))
                 timings["write"] += time.perf_counter() - t0
                 pending += 1
-                if on_frames is not None and pending >= opts.batch_size:
+                if on_frames is not None and pending >= batch_size:
                     on_frames(pending)
                     pending = 0
             if on_frames is not None and pending:
@@ -596,7 +600,7 @@ def split_inputs(files: list[tuple[Path, Path]]
     return images, videos, failures
 
 
-def video_options(opts: Any, batch_size: int, formats_given: Sequence[str] | None,
+def video_options(opts: Any, batch_size: int | None, formats_given: Sequence[str] | None,
                   temporal: float | None = None) -> VideoOptions:
     """VideoOptions from predict's OutputOptions: depth video and npz always; per-frame 16-bit PNGs when
     png16 was asked for explicitly (not png16 as the default format); stereo video with the stereo format;
