@@ -63,7 +63,8 @@ BAD = [({"lr": 0}, "lr must be > 0"), ({"beta1": 1.0}, "beta1 and beta2"), ({"ad
        ({"height": 33}, "must be even"), ({"width": 30}, ">= 32"), ({"decoder_init": "he"}, "decoder_init"),
        ({"input_norm": "x"}, "input_norm"), ({"target_resize": "x"}, "target_resize"),
        ({"shuffle": "never"}, "shuffle"), ({"grad_term": "x"}, "grad_term"), ({"seed": -1}, "seed"),
-       ({"flip_p": 1.5}, "flip_p"), ({"grad_clip": 0}, "grad_clip"), ({"decoder_width": 0}, "decoder_width")]
+       ({"flip_p": 1.5}, "flip_p"), ({"grad_clip": 0}, "grad_clip"), ({"decoder_width": 0}, "decoder_width"),
+       ({"output_init": "mean"}, "output_init must be one of auto, reference, targets")]
 
 
 @pytest.mark.parametrize(("overrides", "message"), BAD, ids=[next(iter(o)) + "-" + str(i) for i, (o, _) in

@@ -45,6 +45,7 @@ from transferdepth.models import DepthNet
 from transferdepth.recipe import PRESETS
 from transferdepth.training import train
 from transferdepth.training.config import ConfigError, TrainConfig, resolve_output_init, with_recipe
+from transferdepth.training.state import recorded_run
 from transferdepth.utils import atomic_write, check_output_folder
 
 COLUMNS = ("encoder", "d1", "d2", "d3", "abs_rel", "rmse", "log10", "sq_rel", "rmse_log", "silog", "params_M",
@@ -383,11 +384,7 @@ def _train_and_evaluate(v: Variant, cfg: TrainConfig, run_dir: Path, tests, data
     else:
         resume = False
         if (run_dir / "run.json").exists() and not overwrite:
-            try:
-                info = json.loads((run_dir / "run.json").read_text())
-            except ValueError:
-                info = {}
-            info = info if isinstance(info, dict) else {}
+            info = recorded_run(run_dir)
             same = _same_config(json.loads(json.dumps(info.get("config", {}), default=str)), fp["config"])
             # a given dataset is known only by data_key, which train records in run.json as train_data_label
             resume = same and saved is None and info.get("train_data_label") == data_key

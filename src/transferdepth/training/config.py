@@ -153,7 +153,8 @@ MAX_BATCH_SIZE = 4096
 
 
 CHOICES = {"recipe": tuple(PRESETS), "batchnorm": ("train", "frozen"), "amp": ("auto", "bf16", "fp16", "off"),
-           "decoder_init": ("torch", "glorot"), "output_init": ("auto", "reference", "targets"), "input_norm": ("imagenet", "none"),
+           "decoder_init": ("torch", "glorot"), "output_init": ("auto", "reference", "targets"),
+           "input_norm": ("imagenet", "none"),
            "target_resize": ("mask_mean", "inverse_antialias"), "shuffle": ("epoch", "fixed"),
            "grad_term": ("mean", "tf"), "lr_schedule": ("constant", "cosine"), "progress": PROGRESS_MODES,
            "decoder": tuple(available_decoders()), "loss": tuple(LOSSES)}
@@ -211,6 +212,7 @@ def resolve_output_init(decoder: str, output_init: str) -> str:
     if output_init != "auto":
         return output_init
     return "reference" if decoder == "densedepth" else "targets"
+
 
 _HINTS = typing.get_type_hints(TrainConfig)
 # keys that define the network: a resume with another value is refused

@@ -185,14 +185,6 @@ def _set_up(cfg: TrainConfig, out: Path, resume: bool, train_dataset: Dataset | 
                 cfg.max_steps or cfg.epochs * steps_per_epoch, output_init=init_info)
 
 
-def _recorded(path: Path) -> dict[str, Any]:
-    """A run.json's content, or {} when it is missing or unreadable."""
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-
-
 class _RunLog:
     """Rank 0's outputs while training: run.json, config.yaml, history.jsonl, TensorBoard, tqdm (no-ops
     on other ranks)."""
@@ -208,7 +200,7 @@ class _RunLog:
             info = {**tstate.run_info(cfg, run.world, run.device), "train_data_label": run.data_label}
             info["output_init"] = run.output_init
             if run.resume:  # a resumed run keeps the start its first part recorded
-                info["output_init"] = _recorded(out / "run.json").get("output_init", run.output_init)
+                info["output_init"] = tstate.recorded_run(out).get("output_init", run.output_init)
             tmp.write_text(json.dumps(info, indent=2))
         save_config(cfg, out / "config.yaml")
         if run.resume:

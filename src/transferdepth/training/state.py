@@ -90,6 +90,16 @@ def prepare_out_dir(out: Path, cfg: TrainConfig, resume: bool, overwrite: bool) 
     return True
 
 
+def recorded_run(out: Path) -> dict[str, Any]:
+    """`out`/run.json's content (read under the size cap of user files), or {} when it is missing or is not
+    a JSON object."""
+    try:
+        info = json.loads(read_user_text(out / "run.json", "run.json"))
+    except (OSError, ValueError):  # UserFileError is a ValueError
+        return {}
+    return info if isinstance(info, dict) else {}
+
+
 def _check_resumable(out: Path, cfg: TrainConfig) -> None:
     if not any((out / d / STATE_FILE).exists() for d in ("checkpoint", "checkpoint.old")):
         raise ConfigError(f"--resume: {out} holds no checkpoint to resume from")
